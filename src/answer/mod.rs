@@ -1,0 +1,10 @@
+//! `/answer`: the checked request ([`request`]) and the exchange that streams the model's answer
+//! through the permit queue ([`exchange`]).
+
+pub mod exchange;
+pub mod request;
+
+pub use exchange::{
+    AnswerContext, AnswerEvent, DoneInfo, Exchange, ExchangeOutcome, ExchangeStatus, Timings,
+};
+pub use request::AnswerRequest;

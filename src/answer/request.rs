@@ -1,0 +1,318 @@
+//! `POST /answer` bodies become [`AnswerRequest`]s here; every refusal names the field.
+
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::config::LimitsConfig;
+use crate::error::ApiError;
+
+/// Longest accepted `session_id` / `user_id`.
+const MAX_ID_CHARS: usize = 128;
+
+/// A checked request: messages ready to send upstream in OpenAI form.
+#[derive(Debug, Clone)]
+pub struct AnswerRequest {
+    pub messages: Vec<Value>,
+    pub session_id: Option<String>,
+    pub user_id: Option<String>,
+    pub stream: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct AnswerBody {
+    #[serde(default)]
+    user_input: Option<String>,
+    #[serde(default)]
+    messages: Option<Vec<MessageBody>>,
+    #[serde(default)]
+    session_id: Option<String>,
+    #[serde(default)]
+    user_id: Option<String>,
+    #[serde(default)]
+    stream: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MessageBody {
+    role: String,
+    #[serde(default)]
+    content: Option<Value>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    tool_call_id: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<Value>>,
+}
+
+impl AnswerRequest {
+    /// Parses and checks a raw body against the configured limits.
+    pub fn parse(body: &[u8], limits: &LimitsConfig) -> Result<Self, ApiError> {
+        let value: Value = serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request("invalid_json", format!("body is not valid JSON: {e}"))
+        })?;
+        if !value.is_object() {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "body must be a JSON object",
+            ));
+        }
+        let body: AnswerBody = serde_path_to_error::deserialize(value).map_err(|err| {
+            let field = err.path().to_string();
+            ApiError::bad_request(
+                "invalid_request",
+                format!("`{field}`: {}", err.into_inner()),
+            )
+        })?;
+        body.check(limits)
+    }
+}
+
+impl AnswerBody {
+    fn check(self, limits: &LimitsConfig) -> Result<AnswerRequest, ApiError> {
+        let messages = match (self.user_input, self.messages) {
+            (Some(_), Some(_)) => {
+                return Err(invalid("send either `user_input` or `messages`, not both"));
+            }
+            (None, None) => return Err(invalid("one of `user_input` or `messages` is required")),
+            (Some(text), None) => {
+                if text.trim().is_empty() {
+                    return Err(invalid("`user_input` must not be empty"));
+                }
+                vec![json!({"role": "user", "content": text})]
+            }
+            (None, Some(messages)) => {
+                if messages.is_empty() {
+                    return Err(invalid("`messages` must not be empty"));
+                }
+                if messages.len() > limits.max_messages {
+                    return Err(ApiError::bad_request(
+                        "too_many_messages",
+                        format!(
+                            "`messages` holds {} messages; at most {} are allowed",
+                            messages.len(),
+                            limits.max_messages
+                        ),
+                    ));
+                }
+                messages
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, m)| m.check(i))
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+        };
+        let chars: usize = messages.iter().map(text_chars).sum();
+        if chars > limits.max_input_chars {
+            return Err(ApiError::bad_request(
+                "input_too_long",
+                format!(
+                    "the messages hold {chars} characters; at most {} are allowed",
+                    limits.max_input_chars
+                ),
+            ));
+        }
+        Ok(AnswerRequest {
+            messages,
+            session_id: check_id("session_id", self.session_id)?,
+            user_id: check_id("user_id", self.user_id)?,
+            stream: self.stream.unwrap_or(true),
+        })
+    }
+}
+
+impl MessageBody {
+    fn check(self, i: usize) -> Result<Value, ApiError> {
+        let field = |name: &str| format!("messages[{i}].{name}");
+        let role = self.role.as_str();
+        if !matches!(role, "system" | "user" | "assistant" | "tool") {
+            return Err(invalid(format!(
+                "`{}`: unknown role `{role}`; expected system, user, assistant or tool",
+                field("role")
+            )));
+        }
+        let has_tool_calls = self.tool_calls.as_ref().is_some_and(|c| !c.is_empty());
+        let content = match self.content {
+            None | Some(Value::Null) if role == "assistant" && has_tool_calls => Value::Null,
+            None | Some(Value::Null) => {
+                return Err(invalid(format!("`{}` is required", field("content"))));
+            }
+            Some(Value::String(text)) => {
+                if text.trim().is_empty() {
+                    return Err(invalid(format!("`{}` must not be empty", field("content"))));
+                }
+                Value::String(text)
+            }
+            Some(Value::Array(parts)) => {
+                if parts.is_empty() {
+                    return Err(invalid(format!("`{}` must not be empty", field("content"))));
+                }
+                for (j, part) in parts.iter().enumerate() {
+                    check_part(part, &format!("{}[{j}]", field("content")))?;
+                }
+                Value::Array(parts)
+            }
+            Some(_) => {
+                return Err(invalid(format!(
+                    "`{}` must be a string or an array of content parts",
+                    field("content")
+                )));
+            }
+        };
+        if role == "tool" && self.tool_call_id.as_deref().is_none_or(str::is_empty) {
+            return Err(invalid(format!(
+                "`{}` is required for a tool message",
+                field("tool_call_id")
+            )));
+        }
+        let mut out = Map::new();
+        out.insert("role".into(), Value::String(self.role));
+        out.insert("content".into(), content);
+        if let Some(name) = self.name {
+            out.insert("name".into(), Value::String(name));
+        }
+        if let Some(id) = self.tool_call_id {
+            out.insert("tool_call_id".into(), Value::String(id));
+        }
+        if let Some(calls) = self.tool_calls.filter(|c| !c.is_empty()) {
+            out.insert("tool_calls".into(), Value::Array(calls));
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// A content part: `{"type": "text", "text"}` or `{"type": "image_url", "image_url": {"url"}}`.
+fn check_part(part: &Value, field: &str) -> Result<(), ApiError> {
+    match part.get("type").and_then(Value::as_str) {
+        Some("text") => match part.get("text").and_then(Value::as_str) {
+            Some(text) if !text.trim().is_empty() => Ok(()),
+            _ => Err(invalid(format!(
+                "`{field}.text` must be a non-empty string"
+            ))),
+        },
+        Some("image_url") => match part.pointer("/image_url/url").and_then(Value::as_str) {
+            Some(url) if !url.trim().is_empty() => Ok(()),
+            _ => Err(invalid(format!(
+                "`{field}.image_url.url` must be a non-empty string"
+            ))),
+        },
+        Some(other) => Err(invalid(format!(
+            "`{field}.type`: unknown part type `{other}`; expected text or image_url"
+        ))),
+        None => Err(invalid(format!("`{field}.type` is required"))),
+    }
+}
+
+fn check_id(name: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
+    match value {
+        Some(id) if id.chars().count() > MAX_ID_CHARS => Err(invalid(format!(
+            "`{name}` is longer than {MAX_ID_CHARS} characters"
+        ))),
+        Some(id) if id.is_empty() => Ok(None),
+        other => Ok(other),
+    }
+}
+
+/// Characters of text a message carries, for the `max_input_chars` limit.
+fn text_chars(message: &Value) -> usize {
+    match message.get("content") {
+        Some(Value::String(text)) => text.chars().count(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .map(|t| t.chars().count())
+            .sum(),
+        _ => 0,
+    }
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::bad_request("invalid_request", message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str) -> Result<AnswerRequest, ApiError> {
+        AnswerRequest::parse(body.as_bytes(), &LimitsConfig::default())
+    }
+
+    fn refused(body: &str) -> String {
+        let err = parse(body).expect_err(body);
+        assert_eq!(err.status, 400, "{body}");
+        err.message
+    }
+
+    #[test]
+    fn user_input_becomes_one_user_message() {
+        let req = parse(r#"{"user_input": "hello", "session_id": "s1"}"#).expect("valid");
+        assert_eq!(
+            req.messages,
+            vec![json!({"role": "user", "content": "hello"})]
+        );
+        assert!(req.stream);
+        assert_eq!(req.session_id.as_deref(), Some("s1"));
+    }
+
+    #[test]
+    fn messages_keep_tool_history_and_parts() {
+        let req = parse(
+            r#"{"stream": false, "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": [{"type": "text", "text": "read"}, {"type": "image_url", "image_url": {"url": "http://x/a.png"}}]},
+                {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "result"}
+            ]}"#,
+        )
+        .expect("valid");
+        assert_eq!(req.messages.len(), 4);
+        assert!(!req.stream);
+        assert_eq!(req.messages[2]["tool_calls"][0]["id"], "c1");
+    }
+
+    #[test]
+    fn each_refusal_names_the_field() {
+        assert!(refused("{}").contains("user_input"));
+        assert!(refused(r#"{"user_input": "a", "messages": []}"#).contains("not both"));
+        assert!(refused(r#"{"user_input": "  "}"#).contains("user_input"));
+        assert!(refused(r#"{"user_input": 5}"#).contains("user_input"));
+        assert!(refused(r#"{"messages": []}"#).contains("messages"));
+        assert!(
+            refused(r#"{"messages": [{"role": "bot", "content": "x"}]}"#)
+                .contains("messages[0].role")
+        );
+        assert!(
+            refused(r#"{"messages": [{"role": "user", "content": ""}]}"#)
+                .contains("messages[0].content")
+        );
+        assert!(refused(r#"{"messages": [{"role": "user"}]}"#).contains("messages[0].content"));
+        assert!(
+            refused(r#"{"messages": [{"role": "user", "content": 3}]}"#)
+                .contains("messages[0].content")
+        );
+        assert!(refused(r#"{"messages": [{"content": "x"}]}"#).contains("role"));
+        assert!(refused(r#"{"user_input": "a", "stream": "yes"}"#).contains("stream"));
+        assert!(
+            refused(r#"{"messages": [{"role": "tool", "content": "x"}]}"#).contains("tool_call_id")
+        );
+        assert!(refused(r#"[1]"#).contains("object"));
+        let err = parse("{not json").expect_err("syntax");
+        assert_eq!(err.code, "invalid_json");
+    }
+
+    #[test]
+    fn limits_on_messages_and_characters() {
+        let limits = LimitsConfig {
+            max_messages: 2,
+            max_input_chars: 10,
+            ..LimitsConfig::default()
+        };
+        let three = r#"{"messages": [{"role":"user","content":"a"},{"role":"user","content":"b"},{"role":"user","content":"c"}]}"#;
+        let err = AnswerRequest::parse(three.as_bytes(), &limits).expect_err("too many");
+        assert_eq!(err.code, "too_many_messages");
+        let long = r#"{"user_input": "01234567890"}"#;
+        let err = AnswerRequest::parse(long.as_bytes(), &limits).expect_err("too long");
+        assert_eq!(err.code, "input_too_long");
+    }
+}

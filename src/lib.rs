@@ -1,0 +1,20 @@
+//! chat-proxy: a streaming proxy between chatbot front ends and an OpenAI-compatible model API.
+//!
+//! - [`config`]: typed settings from `config.toml` files and `CHAT_PROXY__*` variables.
+//! - [`startup`]: builds the [`startup::Application`] and runs it until shutdown.
+//! - [`routes`]: the HTTP endpoints (thin handlers), [`error`] their JSON errors.
+//! - [`answer`]: one `/answer` exchange, from checked request to streamed events.
+//! - [`limiter`]: the permit queue guarding the upstream's parallel limit.
+//! - [`upstream`]: the model API client; [`demo`]: the built-in offline model (also the test mock).
+//! - [`state`], [`telemetry`]: shared handles and logging.
+
+pub mod answer;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod limiter;
+pub mod routes;
+pub mod startup;
+pub mod state;
+pub mod telemetry;
+pub mod upstream;

@@ -1,0 +1,256 @@
+//! The permit queue in front of the upstream: one `tokio::sync::Semaphore` (first come, first
+//! served) with `max_concurrent_upstream` permits, a bound on how many may wait, and a wait limit.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+/// Why a request got no permit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    #[error("{max_queue} requests are already waiting for the model")]
+    Full { max_queue: usize },
+    #[error("no model capacity became free within {} ms", .waited.as_millis())]
+    Timeout { waited: Duration },
+}
+
+/// Shared by all requests; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct PermitQueue {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    semaphore: Arc<Semaphore>,
+    capacity: usize,
+    max_queue: usize,
+    timeout: Duration,
+    waiting: AtomicUsize,
+    /// Monotonic ticket counters: a waiter's position is its ticket minus the tickets served
+    /// or abandoned before it, which the semaphore's FIFO order makes exact.
+    issued: AtomicU64,
+    left: AtomicU64,
+}
+
+/// A permit to hold one upstream request open. Dropping it frees the slot.
+#[derive(Debug)]
+pub struct UpstreamPermit {
+    _permit: OwnedSemaphorePermit,
+}
+
+/// How a request entered the queue.
+pub enum Entry {
+    /// A permit was free: no waiting.
+    Ready(UpstreamPermit),
+    /// The request waits; `position` is 1 for the next to be served.
+    Queued(Waiter),
+}
+
+/// A request waiting for a permit. Dropping it (the client left) leaves the queue at once.
+pub struct Waiter {
+    queue: PermitQueue,
+    position: usize,
+    counted: bool,
+}
+
+impl PermitQueue {
+    pub fn new(capacity: usize, max_queue: usize, timeout: Duration) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                semaphore: Arc::new(Semaphore::new(capacity)),
+                capacity,
+                max_queue,
+                timeout,
+                waiting: AtomicUsize::new(0),
+                issued: AtomicU64::new(0),
+                left: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Takes a free permit, or joins the queue, or refuses when `max_queue` already wait.
+    pub fn enter(&self) -> Result<Entry, QueueError> {
+        // Tokio hands released permits to waiters before making them available, so a
+        // successful `try_acquire` never jumps the queue.
+        if let Ok(permit) = self.inner.semaphore.clone().try_acquire_owned() {
+            return Ok(Entry::Ready(UpstreamPermit { _permit: permit }));
+        }
+        let inner = &self.inner;
+        let mut waiting = inner.waiting.load(Ordering::Acquire);
+        loop {
+            if waiting >= inner.max_queue {
+                return Err(QueueError::Full {
+                    max_queue: inner.max_queue,
+                });
+            }
+            match inner.waiting.compare_exchange_weak(
+                waiting,
+                waiting + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(now) => waiting = now,
+            }
+        }
+        let ticket = inner.issued.fetch_add(1, Ordering::AcqRel);
+        let left = inner.left.load(Ordering::Acquire);
+        let position = usize::try_from(ticket.saturating_sub(left)).unwrap_or(usize::MAX) + 1;
+        Ok(Entry::Queued(Waiter {
+            queue: self.clone(),
+            position,
+            counted: true,
+        }))
+    }
+
+    /// Waits in line (bounded by the queue timeout) and returns the permit.
+    pub async fn acquire(&self) -> Result<UpstreamPermit, QueueError> {
+        match self.enter()? {
+            Entry::Ready(permit) => Ok(permit),
+            Entry::Queued(waiter) => waiter.wait().await,
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.inner.capacity
+    }
+
+    pub fn in_use(&self) -> usize {
+        self.inner.capacity - self.available()
+    }
+
+    pub fn available(&self) -> usize {
+        self.inner.semaphore.available_permits()
+    }
+
+    /// Requests waiting for a permit now.
+    pub fn waiting(&self) -> usize {
+        self.inner.waiting.load(Ordering::Acquire)
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+}
+
+impl Waiter {
+    pub fn position(&self) -> usize {
+        self.position
+    }
+
+    /// Waits for this request's turn; fails with [`QueueError::Timeout`] past the queue timeout.
+    pub async fn wait(mut self) -> Result<UpstreamPermit, QueueError> {
+        let started = Instant::now();
+        let semaphore = self.queue.inner.semaphore.clone();
+        let outcome =
+            tokio::time::timeout(self.queue.inner.timeout, semaphore.acquire_owned()).await;
+        self.leave();
+        match outcome {
+            Ok(Ok(permit)) => Ok(UpstreamPermit { _permit: permit }),
+            Ok(Err(_closed)) => unreachable!("the permit queue's semaphore is never closed"),
+            Err(_) => Err(QueueError::Timeout {
+                waited: started.elapsed(),
+            }),
+        }
+    }
+
+    fn leave(&mut self) {
+        if std::mem::take(&mut self.counted) {
+            self.queue.inner.waiting.fetch_sub(1, Ordering::AcqRel);
+            self.queue.inner.left.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(capacity: usize, max_queue: usize, timeout_ms: u64) -> PermitQueue {
+        PermitQueue::new(capacity, max_queue, Duration::from_millis(timeout_ms))
+    }
+
+    #[tokio::test]
+    async fn free_permits_are_taken_without_queueing() {
+        let q = queue(2, 10, 1000);
+        let a = q.acquire().await.expect("free permit");
+        let _b = q.acquire().await.expect("free permit");
+        assert_eq!(q.in_use(), 2);
+        drop(a);
+        assert_eq!(q.in_use(), 1);
+        assert_eq!(q.waiting(), 0);
+    }
+
+    #[tokio::test]
+    async fn beyond_max_queue_is_refused_at_once() {
+        let q = queue(1, 2, 1000);
+        let _held = q.acquire().await.expect("free permit");
+        let Entry::Queued(w1) = q.enter().expect("room") else {
+            panic!("must queue")
+        };
+        let Entry::Queued(w2) = q.enter().expect("room") else {
+            panic!("must queue")
+        };
+        assert_eq!((w1.position(), w2.position()), (1, 2));
+        assert!(matches!(q.enter(), Err(QueueError::Full { max_queue: 2 })));
+        drop(w1);
+        assert_eq!(q.waiting(), 1);
+        let Entry::Queued(w3) = q.enter().expect("room again") else {
+            panic!("must queue")
+        };
+        assert_eq!(w3.position(), 2, "w1 left, w2 is first");
+        drop((w2, w3));
+        assert_eq!(q.waiting(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_past_the_timeout_fails() {
+        let q = queue(1, 10, 500);
+        let _held = q.acquire().await.expect("free permit");
+        let err = q.acquire().await.expect_err("times out");
+        assert!(
+            matches!(err, QueueError::Timeout { waited } if waited >= Duration::from_millis(500))
+        );
+        assert_eq!(q.waiting(), 0);
+    }
+
+    #[tokio::test]
+    async fn waiters_are_served_first_come_first_served() {
+        let q = queue(1, 100, 10_000);
+        let held = q.acquire().await.expect("free permit");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let Entry::Queued(waiter) = q.enter().expect("room") else {
+                panic!("must queue")
+            };
+            let tx = tx.clone();
+            tasks.push(tokio::spawn(async move {
+                let permit = waiter.wait().await.expect("served");
+                tx.send(i).expect("receiver alive");
+                tokio::task::yield_now().await;
+                drop(permit);
+            }));
+        }
+        drop(held);
+        for task in tasks {
+            task.await.expect("task ran");
+        }
+        drop(tx);
+        let mut order = Vec::new();
+        while let Some(i) = rx.recv().await {
+            order.push(i);
+        }
+        assert_eq!(order, (0..20).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,101 @@
+//! `POST /answer`: parse, take a place in the permit queue (429 at once when it is full), start
+//! the exchange in its own task, and relay its events as SSE or collect them into one JSON.
+
+use std::convert::Infallible;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Extension, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::answer::{AnswerEvent, AnswerRequest};
+use crate::config::ms;
+use crate::error::ApiError;
+use crate::routes::read_body;
+use crate::routes::request_id::RequestId;
+use crate::state::AppState;
+
+/// Events buffered between an exchange and its client; a slower client slows only its own upstream read.
+const EVENT_BUFFER: usize = 32;
+
+pub async fn answer(
+    State(state): State<AppState>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let received = Instant::now();
+    let body = read_body(body, state.config.server.max_body_bytes)?;
+    let request = AnswerRequest::parse(&body, &state.config.limits)?;
+    if state.is_draining() {
+        return Err(ApiError::shutting_down());
+    }
+    let entry = state.answer.queue.enter()?;
+    let stream = request.stream;
+    let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+    state.start_exchange(request_id, request, entry, tx, received);
+    if stream {
+        Ok(sse(rx, &state))
+    } else {
+        collect(rx).await
+    }
+}
+
+fn sse(rx: mpsc::Receiver<AnswerEvent>, state: &AppState) -> Response {
+    let events = ReceiverStream::new(rx).map(|event| Ok::<_, Infallible>(to_sse(event)));
+    let keep_alive = KeepAlive::new().interval(ms(state.config.server.keepalive_ms));
+    let mut response = Sse::new(events).keep_alive(keep_alive).into_response();
+    let headers = response.headers_mut();
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+fn to_sse(event: AnswerEvent) -> Event {
+    let (name, data) = match event {
+        AnswerEvent::Meta { request_id, model } => {
+            ("meta", json!({"request_id": request_id, "model": model}))
+        }
+        AnswerEvent::Queued { position } => ("queued", json!({"position": position})),
+        AnswerEvent::Delta(content) => ("delta", json!({"content": content})),
+        AnswerEvent::Done(done) => ("done", json!(done)),
+        AnswerEvent::Error(err) => ("error", json!(err.detail())),
+    };
+    Event::default().event(name).data(data.to_string())
+}
+
+/// `stream: false`: wait for the end and answer with one JSON, or the error's own status.
+async fn collect(mut rx: mpsc::Receiver<AnswerEvent>) -> Result<Response, ApiError> {
+    let mut request_id = String::new();
+    let mut reply = String::new();
+    while let Some(event) = rx.recv().await {
+        match event {
+            AnswerEvent::Meta { request_id: id, .. } => request_id = id,
+            AnswerEvent::Queued { .. } => {}
+            AnswerEvent::Delta(text) => reply.push_str(&text),
+            AnswerEvent::Done(done) => {
+                let body = json!({
+                    "request_id": request_id,
+                    "reply": reply,
+                    "finish_reason": done.finish_reason,
+                    "usage": done.usage,
+                    "timings": done.timings,
+                });
+                return Ok((StatusCode::OK, Json(body)).into_response());
+            }
+            AnswerEvent::Error(err) => return Err(err),
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "the answer ended without a result",
+    ))
+}

@@ -1,0 +1,31 @@
+//! `GET /health` (alias `/actuator/health`): liveness plus the numbers an operator checks first.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::state::AppState;
+
+pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let queue = &state.answer.queue;
+    let draining = state.is_draining();
+    let status = if draining {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let body = json!({
+        "status": if draining { "shutting_down" } else { "ok" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "model": state.answer.model_label,
+        "upstream": {
+            "permits_total": queue.capacity(),
+            "permits_in_use": queue.in_use(),
+            "permits_available": queue.available(),
+            "queue_length": queue.waiting(),
+        },
+        "exchanges_open": state.exchanges_open(),
+    });
+    (status, Json(body))
+}

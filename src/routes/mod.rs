@@ -1,0 +1,46 @@
+//! The HTTP surface: one file per endpoint family, thin handlers over the library.
+
+pub mod answer;
+pub mod health;
+pub mod request_id;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.server.max_body_bytes;
+    Router::new()
+        .route("/answer", post(answer::answer))
+        .route("/health", get(health::health))
+        .route("/actuator/health", get(health::health))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(request_id::assign))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+/// A body, or the JSON error for one that is too large (413) or unreadable.
+pub fn read_body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the request body is larger than {limit} bytes"),
+            )
+        } else {
+            ApiError::bad_request("invalid_body", rejection.body_text())
+        }
+    })
+}

@@ -1,0 +1,53 @@
+//! `x-request-id` on every response: a client's own id is kept when it is sane, otherwise the
+//! request gets a new UUID. Handlers read it as `Extension<RequestId>`.
+
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+
+pub const HEADER: &str = "x-request-id";
+
+/// Longest client-sent id that is kept.
+const MAX_LEN: usize = 128;
+
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+pub async fn assign(mut request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| is_acceptable(v))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let header = HeaderValue::from_str(&id).expect("accepted ids are visible ASCII");
+    request.extensions_mut().insert(RequestId(id));
+    let mut response = next.run(request).await;
+    response.headers_mut().insert(HEADER, header);
+    response
+}
+
+/// Letters, digits and `-_.:`, 1 to 128 of them: safe in logs, headers and database keys.
+fn is_acceptable(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_acceptable;
+
+    #[test]
+    fn only_sane_ids_are_kept() {
+        assert!(is_acceptable("req-123_abc.def:1"));
+        assert!(!is_acceptable(""));
+        assert!(!is_acceptable("has space"));
+        assert!(!is_acceptable("quote\"d"));
+        assert!(!is_acceptable(&"a".repeat(129)));
+    }
+}

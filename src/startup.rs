@@ -1,0 +1,195 @@
+//! Builds the application from a [`Config`] and runs it until SIGTERM/SIGINT (or any future the
+//! caller chooses, which is how tests stop it), then shuts down in order.
+
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::answer::AnswerContext;
+use crate::config::{Config, ms};
+use crate::demo::{MockKnobs, MockUpstream};
+use crate::limiter::PermitQueue;
+use crate::routes;
+use crate::state::AppState;
+use crate::upstream::UpstreamClient;
+
+/// After streams were told to end, how long clients get to close their connections.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    state: AppState,
+    demo: Option<MockUpstream>,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let config = Arc::new(config);
+        let (base_url, demo, model_label) = if config.upstream.is_demo() {
+            let demo = MockUpstream::start(MockKnobs {
+                first_chunk_delay: ms(config.demo.first_chunk_delay_ms),
+                token_delay: ms(config.demo.token_delay_ms),
+                ..MockKnobs::default()
+            })
+            .await
+            .context("starting the offline demo model")?;
+            tracing::info!(
+                base_url = %demo.base_url(),
+                "upstream: built-in offline demo model (model `demo`); set upstream.base_url for a real one"
+            );
+            (demo.base_url(), Some(demo), "demo".to_owned())
+        } else {
+            tracing::info!(
+                base_url = %config.upstream.base_url,
+                model = %config.upstream.model,
+                "upstream: OpenAI-compatible API"
+            );
+            (
+                config.upstream.base_url.clone(),
+                None,
+                config.upstream.model.clone(),
+            )
+        };
+        let api_key = read_api_key(&config, demo.is_some());
+        let upstream = UpstreamClient::new(&config.upstream, &base_url, api_key)?;
+        let queue = PermitQueue::new(
+            config.limits.max_concurrent_upstream,
+            config.limits.max_queue,
+            ms(config.limits.queue_timeout_ms),
+        );
+        let answer = AnswerContext {
+            upstream: Arc::new(upstream),
+            model_label,
+            queue,
+            stop_streams: CancellationToken::new(),
+        };
+        let state = AppState::new(config.clone(), answer);
+        let listener = TcpListener::bind(config.bind_addr())
+            .await
+            .with_context(|| format!("binding server.bind = {}", config.server.bind))?;
+        let addr = listener.local_addr().context("reading the bound address")?;
+        Ok(Self {
+            listener,
+            addr,
+            state,
+            demo,
+        })
+    }
+
+    /// The real bound address (`server.bind` may ask for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `shutdown` completes, then: stop accepting, let streams run on for
+    /// `server.shutdown_grace_ms`, end the rest with an `error` event, and wait for every task.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            addr,
+            state,
+            demo,
+        } = self;
+        tracing::info!("listening on {addr}");
+        let signalled = CancellationToken::new();
+        tokio::spawn({
+            let signalled = signalled.clone();
+            async move {
+                shutdown.await;
+                signalled.cancel();
+            }
+        });
+        let stop_streams = state.answer.stop_streams.clone();
+        let grace = ms(state.config.server.shutdown_grace_ms);
+        tokio::spawn({
+            let state = state.clone();
+            let signalled = signalled.clone();
+            async move {
+                signalled.cancelled().await;
+                state.begin_draining();
+                tracing::info!(
+                    open = state.exchanges_open(),
+                    grace_ms = grace.as_millis() as u64,
+                    "shutting down: no new requests; streams in flight may finish"
+                );
+                tokio::time::sleep(grace).await;
+                if state.exchanges_open() > 0 {
+                    tracing::warn!(
+                        open = state.exchanges_open(),
+                        "grace period over; ending open streams"
+                    );
+                }
+                state.answer.stop_streams.cancel();
+            }
+        });
+
+        let server = axum::serve(listener, routes::router(state.clone()))
+            .with_graceful_shutdown(signalled.clone().cancelled_owned())
+            .into_future();
+        tokio::select! {
+            served = server => served.context("serving HTTP")?,
+            () = async {
+                stop_streams.cancelled().await;
+                tokio::time::sleep(CLOSE_WAIT).await;
+            } => tracing::warn!("connections still open after the grace period; closing them"),
+        }
+        state.tasks.close();
+        state.tasks.wait().await;
+        if let Some(demo) = demo {
+            demo.stop();
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+fn read_api_key(config: &Config, demo: bool) -> Option<SecretString> {
+    let name = &config.upstream.api_key_env;
+    let key = std::env::var(name).ok().filter(|k| !k.trim().is_empty());
+    if key.is_none() && !demo {
+        tracing::warn!(env = %name, "no upstream API key in the environment; sending requests without one");
+    }
+    key.map(SecretString::from)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => tracing::info!("received SIGINT"),
+        () = terminate => tracing::info!("received SIGTERM"),
+    }
+}

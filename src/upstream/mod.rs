@@ -1,0 +1,375 @@
+//! The model API client: one shared `reqwest::Client`, OpenAI-compatible streaming
+//! `/chat/completions`, retries before anything is relayed, and a timeout for every phase.
+
+pub mod wire;
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use eventsource_stream::{EventStreamError, Eventsource};
+use futures::{Stream, StreamExt};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use tokio::time::{Instant, sleep, timeout_at};
+
+use crate::config::{UpstreamConfig, ms};
+use wire::{ChatCompletionChunk, ChatCompletionRequest, StreamOptions};
+
+/// Why the upstream call failed; `code()` is the stable machine code clients see.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("could not reach the model API: {0}")]
+    Connect(String),
+    #[error("the model API sent no {phase} within {} ms", .after.as_millis())]
+    Timeout {
+        phase: TimeoutPhase,
+        after: Duration,
+    },
+    #[error("the model API answered HTTP {status}: {message}")]
+    Status { status: u16, message: String },
+    #[error("the model API sent a malformed chunk: {0}")]
+    Malformed(String),
+    #[error("the model API closed the stream before the answer was complete")]
+    Cut,
+    #[error("the model API reported an error mid-stream: {0}")]
+    Reported(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutPhase {
+    FirstChunk,
+    ChunkGap,
+    Total,
+}
+
+impl std::fmt::Display for TimeoutPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::FirstChunk => "first chunk",
+            Self::ChunkGap => "next chunk",
+            Self::Total => "complete answer",
+        })
+    }
+}
+
+impl UpstreamError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Connect(_) => "upstream_unavailable",
+            Self::Timeout { .. } => "upstream_timeout",
+            Self::Status { status: 429, .. } => "upstream_rate_limited",
+            Self::Status { .. } => "upstream_status",
+            Self::Malformed(_) => "upstream_malformed",
+            Self::Cut => "upstream_cut",
+            Self::Reported(_) => "upstream_error",
+        }
+    }
+
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout { .. })
+    }
+
+    fn is_retryable(&self) -> bool {
+        match self {
+            Self::Connect(_) => true,
+            Self::Status { status, .. } => *status == 429 || *status >= 500,
+            _ => false,
+        }
+    }
+}
+
+/// Everything the client needs to know about the upstream, resolved at start-up.
+#[derive(Clone)]
+pub struct UpstreamClient {
+    http: reqwest::Client,
+    endpoint: String,
+    model: String,
+    api_key: Option<SecretString>,
+    first_chunk_timeout: Duration,
+    chunk_gap_timeout: Duration,
+    total_timeout: Duration,
+    max_retries: u32,
+    retry_backoff: Duration,
+}
+
+impl std::fmt::Debug for UpstreamClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamClient")
+            .field("endpoint", &self.endpoint)
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl UpstreamClient {
+    /// `base_url` is the resolved API root (the demo model's address when `upstream.base_url` is `demo`).
+    pub fn new(
+        config: &UpstreamConfig,
+        base_url: &str,
+        api_key: Option<SecretString>,
+    ) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let http = reqwest::Client::builder()
+            .connect_timeout(ms(config.connect_timeout_ms))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .build()
+            .context("building the upstream HTTP client")?;
+        Ok(Self {
+            http,
+            endpoint: format!("{}/chat/completions", base_url.trim_end_matches('/')),
+            model: config.model.clone(),
+            api_key,
+            first_chunk_timeout: ms(config.first_chunk_timeout_ms),
+            chunk_gap_timeout: ms(config.chunk_gap_timeout_ms),
+            total_timeout: ms(config.total_timeout_ms),
+            max_retries: config.max_retries,
+            retry_backoff: ms(config.retry_backoff_ms),
+        })
+    }
+
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// Opens a streaming completion. Connect errors, 429 and 5xx are retried with doubling
+    /// backoff; nothing has reached the client yet, so a retry is invisible to it.
+    pub async fn open(
+        &self,
+        messages: &[Value],
+        tools: Option<&Value>,
+    ) -> Result<ChunkStream, UpstreamError> {
+        let body = ChatCompletionRequest {
+            model: &self.model,
+            messages,
+            stream: true,
+            stream_options: StreamOptions {
+                include_usage: true,
+            },
+            tools,
+        };
+        let mut backoff = self.retry_backoff;
+        let mut attempt = 0;
+        loop {
+            match self.open_once(&body).await {
+                Err(err) if err.is_retryable() && attempt < self.max_retries => {
+                    attempt += 1;
+                    tracing::warn!(error = %err, attempt, "upstream call failed; retrying");
+                    sleep(backoff).await;
+                    backoff = backoff.saturating_mul(2);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn open_once(
+        &self,
+        body: &ChatCompletionRequest<'_>,
+    ) -> Result<ChunkStream, UpstreamError> {
+        let started = Instant::now();
+        let first_deadline = started + self.first_chunk_timeout;
+        let total_deadline = started + self.total_timeout;
+        let mut request = self.http.post(&self.endpoint).json(body);
+        if let Some(key) = &self.api_key {
+            request = request.bearer_auth(key.expose_secret());
+        }
+        let response = match timeout_at(first_deadline.min(total_deadline), request.send()).await {
+            Err(_) => {
+                return Err(UpstreamError::Timeout {
+                    phase: TimeoutPhase::FirstChunk,
+                    after: started.elapsed(),
+                });
+            }
+            Ok(Err(err)) => return Err(UpstreamError::Connect(describe_reqwest(err))),
+            Ok(Ok(response)) => response,
+        };
+        let status = response.status();
+        if !status.is_success() {
+            let message = read_error_body(response).await;
+            return Err(UpstreamError::Status {
+                status: status.as_u16(),
+                message,
+            });
+        }
+        Ok(ChunkStream {
+            events: Box::pin(response.bytes_stream().eventsource()),
+            started,
+            first_deadline,
+            total_deadline,
+            chunk_gap_timeout: self.chunk_gap_timeout,
+            seen_chunk: false,
+            finished: false,
+        })
+    }
+}
+
+/// The error text a client may see: reqwest's chain without URLs (which could carry secrets).
+fn describe_reqwest(err: reqwest::Error) -> String {
+    let err = err.without_url();
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+/// The upstream's own error message, if it sent the usual `{"error": {"message": ...}}`.
+async fn read_error_body(response: reqwest::Response) -> String {
+    const MAX: usize = 500;
+    let bytes = tokio::time::timeout(Duration::from_secs(2), response.bytes())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let message = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| {
+            v.pointer("/error/message")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+    let message = message.trim();
+    match message.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &message[..cut]),
+        None => message.to_owned(),
+    }
+}
+
+type EventStream = Pin<
+    Box<
+        dyn Stream<Item = Result<eventsource_stream::Event, EventStreamError<reqwest::Error>>>
+            + Send,
+    >,
+>;
+
+/// The parsed chunks of one open upstream response. Dropping it aborts the HTTP request.
+pub struct ChunkStream {
+    events: EventStream,
+    started: Instant,
+    first_deadline: Instant,
+    total_deadline: Instant,
+    chunk_gap_timeout: Duration,
+    seen_chunk: bool,
+    finished: bool,
+}
+
+impl ChunkStream {
+    /// The next chunk, `None` after `[DONE]`, or the error that ended the stream. A stream that
+    /// ends without `[DONE]` is [`UpstreamError::Cut`], never a normal end.
+    pub async fn next_chunk(&mut self) -> Option<Result<ChatCompletionChunk, UpstreamError>> {
+        if self.finished {
+            return None;
+        }
+        let result = self.read_chunk().await;
+        if !matches!(result, Some(Ok(_))) {
+            self.finished = true;
+        }
+        result
+    }
+
+    async fn read_chunk(&mut self) -> Option<Result<ChatCompletionChunk, UpstreamError>> {
+        loop {
+            let (deadline, phase) = if !self.seen_chunk {
+                (self.first_deadline, TimeoutPhase::FirstChunk)
+            } else {
+                (
+                    Instant::now() + self.chunk_gap_timeout,
+                    TimeoutPhase::ChunkGap,
+                )
+            };
+            let (deadline, phase) = if self.total_deadline <= deadline {
+                (self.total_deadline, TimeoutPhase::Total)
+            } else {
+                (deadline, phase)
+            };
+            let event = match timeout_at(deadline, self.events.next()).await {
+                Err(_) => {
+                    let after = match phase {
+                        TimeoutPhase::ChunkGap => self.chunk_gap_timeout,
+                        _ => self.started.elapsed(),
+                    };
+                    return Some(Err(UpstreamError::Timeout { phase, after }));
+                }
+                Ok(None) => return Some(Err(UpstreamError::Cut)),
+                Ok(Some(Err(EventStreamError::Transport(err)))) => {
+                    tracing::debug!(error = %describe_reqwest(err), "upstream body failed");
+                    return Some(Err(UpstreamError::Cut));
+                }
+                Ok(Some(Err(err))) => return Some(Err(UpstreamError::Malformed(err.to_string()))),
+                Ok(Some(Ok(event))) => event,
+            };
+            self.seen_chunk = true;
+            let data = event.data.trim();
+            if data.is_empty() {
+                continue;
+            }
+            if data == "[DONE]" {
+                return None;
+            }
+            return Some(parse_chunk(data));
+        }
+    }
+}
+
+fn parse_chunk(data: &str) -> Result<ChatCompletionChunk, UpstreamError> {
+    let chunk: ChatCompletionChunk = serde_json::from_str(data).map_err(|e| {
+        let shown: String = data.chars().take(120).collect();
+        UpstreamError::Malformed(format!("{e} in `{shown}`"))
+    })?;
+    if let Some(error) = &chunk.error {
+        let message = error
+            .get("message")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_else(|| error.to_string());
+        return Err(UpstreamError::Reported(message));
+    }
+    Ok(chunk)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_parse_content_usage_and_errors() {
+        let chunk = parse_chunk(
+            r#"{"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}"#,
+        )
+        .expect("valid chunk");
+        assert_eq!(chunk.choices[0].delta.content.as_deref(), Some("hi"));
+        let chunk = parse_chunk(
+            r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8}}"#,
+        )
+        .expect("usage chunk");
+        assert_eq!(chunk.usage.expect("usage").total_tokens, 8);
+        assert!(matches!(
+            parse_chunk("{not json"),
+            Err(UpstreamError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_chunk(r#"{"error":{"message":"overloaded"}}"#),
+            Err(UpstreamError::Reported(m)) if m == "overloaded"
+        ));
+    }
+
+    #[test]
+    fn only_connect_429_and_5xx_are_retried() {
+        let status = |s| UpstreamError::Status {
+            status: s,
+            message: String::new(),
+        };
+        assert!(status(429).is_retryable());
+        assert!(status(503).is_retryable());
+        assert!(!status(400).is_retryable());
+        assert!(!status(401).is_retryable());
+        assert!(UpstreamError::Connect("refused".into()).is_retryable());
+        assert!(!UpstreamError::Cut.is_retryable());
+    }
+}
