@@ -1,0 +1,143 @@
+//! A broken upstream never looks like a complete answer: each fault ends in an explicit error.
+
+use std::sync::atomic::Ordering;
+
+use chat_proxy::demo::{Fault, MockKnobs};
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, answer_text, last, names, read_events, spawn_app_with};
+
+async fn app_with_fault(fault: Fault, fault_requests: Option<usize>) -> TestApp {
+    spawn_app_with(
+        MockKnobs {
+            tokens: Some(5),
+            fault: Some(fault),
+            fault_requests,
+            ..MockKnobs::default()
+        },
+        |c| {
+            c.upstream.chunk_gap_timeout_ms = 300;
+            c.upstream.first_chunk_timeout_ms = 300;
+        },
+    )
+    .await
+}
+
+/// Streams one question and returns (events, error code of the last event).
+async fn stream_error(app: &TestApp) -> (Vec<crate::helpers::SseEvent>, String) {
+    let response = app.post_answer(&json!({"user_input": "q"})).await;
+    assert_eq!(response.status(), 200);
+    let events = read_events(response).await;
+    assert!(
+        !names(&events).contains(&"done"),
+        "no done after a fault: {events:?}"
+    );
+    let end = last(&events);
+    assert_eq!(end.name, "error", "{events:?}");
+    (
+        events.clone(),
+        end.data["code"].as_str().expect("code").to_owned(),
+    )
+}
+
+async fn json_error(app: &TestApp) -> (u16, String) {
+    let response = app
+        .post_answer(&json!({"user_input": "q", "stream": false}))
+        .await;
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.expect("JSON");
+    (
+        status,
+        body["error"]["code"].as_str().expect("code").to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn upstream_500_is_retried_then_reported() {
+    let app = app_with_fault(Fault::Status(500), None).await;
+    let (_, code) = stream_error(&app).await;
+    assert_eq!(code, "upstream_status");
+    // One try plus `max_retries` (2) retries.
+    assert_eq!(app.mock.counters().requests.load(Ordering::Acquire), 3);
+    assert_eq!(json_error(&app).await, (502, "upstream_status".into()));
+}
+
+#[tokio::test]
+async fn a_passing_500_is_retried_invisibly() {
+    let app = app_with_fault(Fault::Status(503), Some(2)).await;
+    let response = app.post_answer(&json!({"user_input": "q"})).await;
+    let events = read_events(response).await;
+    assert_eq!(last(&events).name, "done", "{events:?}");
+    assert_eq!(answer_text(&events), "q#0 q#1 q#2 q#3 q#4 ");
+    assert_eq!(app.mock.counters().requests.load(Ordering::Acquire), 3);
+}
+
+#[tokio::test]
+async fn upstream_429_is_retried_then_reported() {
+    let app = app_with_fault(Fault::Status(429), None).await;
+    let (_, code) = stream_error(&app).await;
+    assert_eq!(code, "upstream_rate_limited");
+    assert_eq!(app.mock.counters().requests.load(Ordering::Acquire), 3);
+}
+
+#[tokio::test]
+async fn upstream_4xx_is_not_retried() {
+    let app = app_with_fault(Fault::Status(401), None).await;
+    let (status, code) = json_error(&app).await;
+    assert_eq!((status, code.as_str()), (502, "upstream_status"));
+    assert_eq!(app.mock.counters().requests.load(Ordering::Acquire), 1);
+}
+
+#[tokio::test]
+async fn a_cut_mid_stream_is_an_error_after_the_partial_answer() {
+    let app = app_with_fault(Fault::CutAfter(2), None).await;
+    let (events, code) = stream_error(&app).await;
+    assert_eq!(code, "upstream_cut");
+    assert_eq!(answer_text(&events), "q#0 q#1 ");
+    // Something was relayed: no retry.
+    assert_eq!(app.mock.counters().requests.load(Ordering::Acquire), 1);
+    assert_eq!(json_error(&app).await, (502, "upstream_cut".into()));
+}
+
+#[tokio::test]
+async fn a_malformed_chunk_is_an_error() {
+    let app = app_with_fault(Fault::MalformedAfter(1), None).await;
+    let (events, code) = stream_error(&app).await;
+    assert_eq!(code, "upstream_malformed");
+    assert_eq!(answer_text(&events), "q#0 ");
+    assert_eq!(json_error(&app).await, (502, "upstream_malformed".into()));
+}
+
+#[tokio::test]
+async fn a_stall_mid_stream_times_out() {
+    let app = app_with_fault(Fault::StallAfter(2), None).await;
+    let (events, code) = stream_error(&app).await;
+    assert_eq!(code, "upstream_timeout");
+    assert_eq!(answer_text(&events), "q#0 q#1 ");
+    assert_eq!(json_error(&app).await, (504, "upstream_timeout".into()));
+}
+
+#[tokio::test]
+async fn a_stall_before_the_first_chunk_times_out() {
+    let app = app_with_fault(Fault::StallAfter(0), None).await;
+    let (events, code) = stream_error(&app).await;
+    assert_eq!(code, "upstream_timeout");
+    assert_eq!(answer_text(&events), "");
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_is_reported_after_retries() {
+    let app = spawn_app_with(MockKnobs::default(), |c| {
+        // A port nothing listens on: bind one, then free it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        c.upstream.base_url = format!("http://127.0.0.1:{port}/v1");
+    })
+    .await;
+    let (_, code) = stream_error(&app).await;
+    assert_eq!(code, "upstream_unavailable");
+    assert_eq!(json_error(&app).await, (502, "upstream_unavailable".into()));
+}

@@ -1,0 +1,173 @@
+//! `spawn_app()`: the real application on 127.0.0.1:0 against the mock model on another port,
+//! each test with its own database file. Logs are silent unless `TEST_LOG=1`.
+
+use std::net::SocketAddr;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use chat_proxy::config::Config;
+use chat_proxy::demo::{MockKnobs, MockUpstream};
+use chat_proxy::startup::Application;
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+static TRACING: LazyLock<()> = LazyLock::new(|| {
+    if std::env::var("TEST_LOG").is_ok() {
+        chat_proxy::telemetry::init(&chat_proxy::config::LogConfig {
+            filter: "debug".into(),
+            ..Default::default()
+        });
+    }
+});
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub mock: MockUpstream,
+    pub client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+/// A config for tests: free port, the given mock, short timeouts, a private data folder.
+pub fn test_config(mock: &MockUpstream, dir: &std::path::Path) -> Config {
+    let mut config = Config::default();
+    config.server.bind = "127.0.0.1:0".into();
+    config.server.shutdown_grace_ms = 2_000;
+    config.upstream.base_url = mock.base_url();
+    config.upstream.model = "mock-model".into();
+    config.upstream.first_chunk_timeout_ms = 2_000;
+    config.upstream.chunk_gap_timeout_ms = 2_000;
+    config.upstream.retry_backoff_ms = 10;
+    config.limits.queue_timeout_ms = 30_000;
+    config.database.url = format!("sqlite://{}?mode=rwc", dir.join("chat.db").display());
+    config.writer.spill_path = dir.join("spill.jsonl");
+    config
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(MockKnobs::default(), |_| {}).await
+}
+
+pub async fn spawn_app_with(knobs: MockKnobs, tweak: impl FnOnce(&mut Config)) -> TestApp {
+    LazyLock::force(&TRACING);
+    let mock = MockUpstream::start(knobs).await.expect("mock starts");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = test_config(&mock, dir.path());
+    tweak(&mut config);
+    config.validate().expect("test config is valid");
+    let app = Application::build(config).await.expect("app builds");
+    let addr = app.local_addr();
+    let (tx, rx) = oneshot::channel();
+    let server = tokio::spawn(app.run_until(async {
+        let _ = rx.await;
+    }));
+    TestApp {
+        addr,
+        mock,
+        client: reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("client"),
+        shutdown: Some(tx),
+        server: Some(server),
+        _dir: dir,
+    }
+}
+
+/// One SSE event as the client saw it.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    pub name: String,
+    pub data: Value,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn post_answer(&self, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/answer"))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn health(&self) -> Value {
+        self.client
+            .get(self.url("/health"))
+            .send()
+            .await
+            .expect("health answered")
+            .json()
+            .await
+            .expect("health is JSON")
+    }
+
+    /// Waits until `/health` satisfies `check`, or panics after 10 s with the last body.
+    pub async fn wait_for_health(&self, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..200 {
+            last = self.health().await;
+            if check(&last) {
+                return last;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("health never showed {what}: {last}");
+    }
+
+    /// Starts shutdown without waiting.
+    pub fn begin_stop(&mut self) -> JoinHandle<anyhow::Result<()>> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.server.take().expect("server still running")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.mock.stop();
+    }
+}
+
+/// Reads a whole SSE response into its events (keep-alive comments are not events).
+pub async fn read_events(response: reqwest::Response) -> Vec<SseEvent> {
+    let mut events = response.bytes_stream().eventsource();
+    let mut out = Vec::new();
+    while let Some(event) = events.next().await {
+        let event = event.expect("well-formed SSE");
+        let data = serde_json::from_str(&event.data).expect("event data is JSON");
+        out.push(SseEvent {
+            name: event.event,
+            data,
+        });
+    }
+    out
+}
+
+pub fn names(events: &[SseEvent]) -> Vec<&str> {
+    events.iter().map(|e| e.name.as_str()).collect()
+}
+
+pub fn answer_text(events: &[SseEvent]) -> String {
+    events
+        .iter()
+        .filter(|e| e.name == "delta")
+        .map(|e| e.data["content"].as_str().expect("delta content"))
+        .collect()
+}
+
+pub fn last(events: &[SseEvent]) -> &SseEvent {
+    events.last().expect("at least one event")
+}

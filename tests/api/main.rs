@@ -1,0 +1,8 @@
+//! End-to-end tests: the real app against the mock model, over real sockets on 127.0.0.1.
+
+mod answer;
+mod faults;
+mod helpers;
+mod load;
+mod queue;
+mod shutdown;

@@ -1,0 +1,125 @@
+//! The `chat-proxy` binary as an operator runs it: layered config files, a bad key stopping
+//! start-up with its name, the `listening on` line, SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn shipped_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml")
+}
+
+fn chat_proxy(configs: &[&Path]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chat-proxy"));
+    for config in configs {
+        command.arg("--config").arg(config);
+    }
+    command.env_remove("RUST_LOG");
+    command
+}
+
+fn override_file(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("local.toml");
+    std::fs::write(&path, text).expect("write override");
+    path
+}
+
+#[test]
+fn a_bad_value_stops_start_up_naming_the_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bad = override_file(dir.path(), "[limits]\nmax_queue = \"lots\"\n");
+    let output = chat_proxy(&[&shipped_config(), &bad])
+        .output()
+        .expect("binary runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("limits.max_queue"), "{stderr}");
+
+    let output = chat_proxy(&[&shipped_config()])
+        .env("CHAT_PROXY__LIMITS__MAX_CONCURRENT_UPSTREAM", "0")
+        .output()
+        .expect("binary runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("limits.max_concurrent_upstream"),
+        "{stderr}"
+    );
+}
+
+/// Kills the child if a test fails half-way.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn runs_on_the_shipped_config_logs_its_address_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let local = override_file(
+        dir.path(),
+        &format!(
+            "[server]\nbind = \"127.0.0.1:0\"\n[database]\nurl = \"sqlite://{}/chat.db?mode=rwc\"\n[writer]\nspill_path = \"{}/spill.jsonl\"\n",
+            dir.path().display(),
+            dir.path().display()
+        ),
+    );
+    let child = chat_proxy(&[&shipped_config(), &local])
+        .env("CHAT_PROXY__LOG__FORMAT", "text")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("binary starts");
+    let mut running = Running(child);
+    let stderr = running.0.stderr.take().expect("stderr piped");
+    let mut lines = BufReader::new(stderr).lines();
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    let addr = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no listening line: {seen:?}"
+        );
+        let line = lines.next().expect("a log line").expect("utf-8");
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.trim().to_owned();
+        }
+        seen.push(line);
+    };
+    assert!(
+        addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"),
+        "{addr}"
+    );
+    assert!(
+        seen.iter().any(|l| l.contains("demo")),
+        "start-up names the demo model: {seen:?}"
+    );
+
+    let health = Command::new("curl")
+        .args(["-sf", &format!("http://{addr}/health")])
+        .output()
+        .expect("curl runs");
+    assert!(health.status.success());
+    assert!(String::from_utf8_lossy(&health.stdout).contains("\"status\":\"ok\""));
+
+    let pid = running.0.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = running.0.try_wait().expect("wait") {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
