@@ -1,1 +1,286 @@
-fn main() {}
+//! `/answer` benchmark: prints numbers, asserts nothing (results go in BENCHMARKS.md).
+//!
+//! The proxy runs as its own process (the release binary), so its CPU time and peak RSS are read
+//! from /proc without the client's and the mock's. The mock model runs in this process.
+//!
+//!   cargo bench --bench answer
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chat_proxy::demo::{MockKnobs, MockUpstream};
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+use serde_json::json;
+
+const CHUNKS: usize = 20;
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(run());
+}
+
+async fn run() {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(2_000)
+        .build()
+        .expect("client");
+    let dir = tempfile::tempdir().expect("temp dir");
+
+    println!("## Added time to first token (permit limit lifted, {CHUNKS}-chunk answers)");
+    let mock = MockUpstream::start(MockKnobs {
+        tokens: Some(CHUNKS),
+        token_delay: Duration::from_millis(5),
+        ..MockKnobs::default()
+    })
+    .await
+    .expect("mock");
+    let proxy = Proxy::start(dir.path(), &mock.base_url(), 100_000);
+    // Warm both paths (connections, allocator).
+    ttft_samples(&client, &Target::Direct(mock.base_url()), 50, 2).await;
+    ttft_samples(&client, &Target::Proxy(proxy.addr.clone()), 50, 2).await;
+    println!(
+        "| streams | direct p50 | direct p99 | proxy p50 | proxy p99 | added p50 | added p99 |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for (streams, rounds) in [(1, 300), (100, 5), (1_000, 2)] {
+        let mut direct =
+            ttft_samples(&client, &Target::Direct(mock.base_url()), streams, rounds).await;
+        let mut via =
+            ttft_samples(&client, &Target::Proxy(proxy.addr.clone()), streams, rounds).await;
+        let (d50, d99) = (percentile(&mut direct, 50.0), percentile(&mut direct, 99.0));
+        let (p50, p99) = (percentile(&mut via, 50.0), percentile(&mut via, 99.0));
+        println!(
+            "| {streams} | {d50:.3} ms | {d99:.3} ms | {p50:.3} ms | {p99:.3} ms | {:.3} ms | {:.3} ms |",
+            p50 - d50,
+            p99 - d99
+        );
+    }
+
+    println!();
+    println!("## CPU time per streamed request ({CHUNKS} chunks, no token delay)");
+    mock.set_knobs(|k| k.token_delay = Duration::ZERO);
+    let requests = 4_000;
+    let before = proxy.cpu_seconds();
+    let started = Instant::now();
+    run_many(&client, &Target::Proxy(proxy.addr.clone()), requests, 50).await;
+    let cpu = proxy.cpu_seconds() - before;
+    println!(
+        "{requests} requests in {:.2} s; proxy CPU {:.3} s = {:.1} µs per request",
+        started.elapsed().as_secs_f64(),
+        cpu,
+        cpu / requests as f64 * 1e6
+    );
+
+    println!();
+    println!("## Peak RSS with 1,000 open streams");
+    mock.set_knobs(|k| {
+        k.token_delay = Duration::from_millis(200);
+        k.tokens = Some(30);
+    });
+    let rss_before = proxy.rss_kib();
+    let target = Target::Proxy(proxy.addr.clone());
+    let open = run_many(&client, &target, 1_000, 1_000);
+    let watch = async {
+        let mut peak_open = 0;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let health: serde_json::Value = client
+                .get(format!("http://{}/health", proxy.addr))
+                .send()
+                .await
+                .expect("health")
+                .json()
+                .await
+                .expect("json");
+            peak_open = peak_open.max(health["exchanges_open"].as_u64().unwrap_or(0));
+        }
+        peak_open
+    };
+    let ((), peak_open) = tokio::join!(open, watch);
+    println!(
+        "RSS before: {:.1} MB; peak (VmHWM) {:.1} MB; most streams open at once: {peak_open}",
+        rss_before as f64 / 1024.0,
+        proxy.peak_rss_kib() as f64 / 1024.0
+    );
+    drop(proxy);
+
+    println!();
+    println!("## Throughput with 5 permits");
+    let mock = MockUpstream::start(MockKnobs {
+        tokens: Some(CHUNKS),
+        token_delay: Duration::from_millis(5),
+        ..MockKnobs::default()
+    })
+    .await
+    .expect("mock");
+    let proxy = Proxy::start(dir.path(), &mock.base_url(), 5);
+    let mut latencies = Vec::new();
+    for _ in 0..20 {
+        let started = Instant::now();
+        run_one(&client, &Target::Direct(mock.base_url())).await;
+        latencies.push(started.elapsed().as_secs_f64());
+    }
+    let upstream_latency = latencies.iter().sum::<f64>() / latencies.len() as f64;
+    let bound = 5.0 / upstream_latency;
+    let requests = 1_000;
+    let started = Instant::now();
+    run_many(&client, &Target::Proxy(proxy.addr.clone()), requests, 200).await;
+    let rate = requests as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "upstream latency {:.1} ms, bound 5 / latency = {bound:.1} req/s; through the proxy {rate:.1} req/s = {:.1}% of the bound",
+        upstream_latency * 1e3,
+        rate / bound * 100.0
+    );
+}
+
+enum Target {
+    Direct(String),
+    Proxy(String),
+}
+
+/// Sends one request and returns the time to its first answer text.
+async fn run_one(client: &reqwest::Client, target: &Target) -> Duration {
+    let started = Instant::now();
+    let response = match target {
+        Target::Direct(base) => client
+            .post(format!("{base}/chat/completions"))
+            .json(&json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "bench"}]}))
+            .send(),
+        Target::Proxy(addr) => client
+            .post(format!("http://{addr}/answer"))
+            .json(&json!({"user_input": "bench"}))
+            .send(),
+    }
+    .await
+    .expect("request sent");
+    assert!(response.status().is_success(), "{}", response.status());
+    let mut events = response.bytes_stream().eventsource();
+    let mut first = None;
+    while let Some(event) = events.next().await {
+        let event = event.expect("well-formed SSE");
+        let is_text = match target {
+            Target::Direct(_) => event.data.contains("\"content\""),
+            Target::Proxy(_) => event.event == "delta",
+        };
+        if is_text && first.is_none() {
+            first = Some(started.elapsed());
+        }
+    }
+    first.expect("an answer came")
+}
+
+async fn ttft_samples(
+    client: &reqwest::Client,
+    target: &Target,
+    streams: usize,
+    rounds: usize,
+) -> Vec<f64> {
+    let mut samples = Vec::with_capacity(streams * rounds);
+    for _ in 0..rounds {
+        let batch = futures::future::join_all((0..streams).map(|_| run_one(client, target))).await;
+        samples.extend(batch.into_iter().map(|d| d.as_secs_f64() * 1e3));
+    }
+    samples
+}
+
+async fn run_many(client: &reqwest::Client, target: &Target, requests: usize, concurrency: usize) {
+    futures::stream::iter(0..requests)
+        .for_each_concurrent(concurrency, |_| async {
+            run_one(client, target).await;
+        })
+        .await;
+}
+
+fn percentile(samples: &mut [f64], p: f64) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    let rank = (p / 100.0 * (samples.len() - 1) as f64).round() as usize;
+    samples[rank]
+}
+
+/// The release binary, running with a config for the benchmark.
+struct Proxy {
+    child: Child,
+    addr: String,
+}
+
+impl Proxy {
+    fn start(dir: &Path, base_url: &str, permits: usize) -> Self {
+        let config = dir.join(format!("bench-{permits}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nbind = \"127.0.0.1:0\"\n\
+                 [upstream]\nbase_url = \"{base_url}\"\nmodel = \"bench\"\n\
+                 [limits]\nmax_concurrent_upstream = {permits}\nmax_queue = 100000\n\
+                 [database]\nurl = \"sqlite://{}/bench-{permits}.db?mode=rwc\"\n\
+                 [writer]\nspill_path = \"{}/spill-{permits}.jsonl\"\n",
+                dir.display(),
+                dir.display()
+            ),
+        )
+        .expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chat-proxy"))
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "warn,chat_proxy::startup=info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("proxy starts");
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let addr = loop {
+            let line = lines.next().expect("proxy printed").expect("utf-8");
+            if let Some(addr) = line.split("listening on ").nth(1) {
+                break addr.trim().to_owned();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, addr }
+    }
+
+    fn proc_file(&self, name: &str) -> String {
+        std::fs::read_to_string(format!("/proc/{}/{name}", self.child.id())).expect("proc file")
+    }
+
+    /// User + system CPU of the proxy process so far.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = self.proc_file("stat");
+        let after_name = &stat[stat.rfind(')').expect("comm") + 2..];
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        // Fields 14 and 15 of stat (utime, stime), counted from `state` as field 3.
+        let ticks: u64 =
+            fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+        ticks as f64 / 100.0
+    }
+
+    fn status_kib(&self, key: &str) -> u64 {
+        self.proc_file("status")
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .expect("status field")
+    }
+
+    fn rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS:")
+    }
+
+    fn peak_rss_kib(&self) -> u64 {
+        self.status_kib("VmHWM:")
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

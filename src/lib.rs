@@ -6,6 +6,7 @@
 //! - [`answer`]: one `/answer` exchange, from checked request to streamed events.
 //! - [`limiter`]: the permit queue guarding the upstream's parallel limit.
 //! - [`upstream`]: the model API client; [`demo`]: the built-in offline model (also the test mock).
+//! - [`store`]: the database and the background log writer that never delays a response.
 //! - [`state`], [`telemetry`]: shared handles and logging.
 
 pub mod answer;
@@ -16,5 +17,6 @@ pub mod limiter;
 pub mod routes;
 pub mod startup;
 pub mod state;
+pub mod store;
 pub mod telemetry;
 pub mod upstream;

@@ -17,6 +17,7 @@ use crate::demo::{MockKnobs, MockUpstream};
 use crate::limiter::PermitQueue;
 use crate::routes;
 use crate::state::AppState;
+use crate::store::{Database, LogWriter};
 use crate::upstream::UpstreamClient;
 
 /// After streams were told to end, how long clients get to close their connections.
@@ -70,7 +71,19 @@ impl Application {
             queue,
             stop_streams: CancellationToken::new(),
         };
-        let state = AppState::new(config.clone(), answer);
+        let database = Database::connect_lazy(&config.database).context("opening the database")?;
+        tracing::info!(
+            database = %Database::describe(&config.database.url),
+            spill = %config.writer.spill_path.display(),
+            "logging exchanges to the database in the background"
+        );
+        let log = LogWriter::start(database, &config.writer).with_context(|| {
+            format!(
+                "opening the spill file {}",
+                config.writer.spill_path.display()
+            )
+        })?;
+        let state = AppState::new(config.clone(), answer, log);
         let listener = TcpListener::bind(config.bind_addr())
             .await
             .with_context(|| format!("binding server.bind = {}", config.server.bind))?;
@@ -153,6 +166,8 @@ impl Application {
         }
         state.tasks.close();
         state.tasks.wait().await;
+        // Every exchange has handed over its record: drain the writer last.
+        state.log.shutdown().await;
         if let Some(demo) = demo {
             demo.stop();
         }

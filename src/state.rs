@@ -3,13 +3,15 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use chrono::Utc;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
-use crate::answer::{AnswerContext, AnswerEvent, AnswerRequest, Exchange};
+use crate::answer::{AnswerContext, AnswerEvent, AnswerRequest, Exchange, ExchangeOutcome};
 use crate::config::Config;
 use crate::limiter::Entry;
+use crate::store::{ChatLogRecord, LogWriter};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -19,6 +21,8 @@ pub struct AppState {
     pub answer: AnswerContext,
     /// Owns every exchange task, so shutdown waits for them (and for what they log).
     pub tasks: TaskTracker,
+    /// Hands log records to the background writer; never waits for the database.
+    pub log: LogWriter,
     /// Set when shutdown begins: new work is refused with 503 and `/health` says so.
     draining: Arc<AtomicBool>,
     /// Exchanges running now, for `/health`.
@@ -26,11 +30,12 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: Arc<Config>, answer: AnswerContext) -> Self {
+    pub fn new(config: Arc<Config>, answer: AnswerContext, log: LogWriter) -> Self {
         Self {
             config,
             answer,
             tasks: TaskTracker::new(),
+            log,
             draining: Arc::new(AtomicBool::new(false)),
             exchanges_open: Arc::new(AtomicUsize::new(0)),
         }
@@ -57,11 +62,14 @@ impl AppState {
         tx: mpsc::Sender<AnswerEvent>,
         received: Instant,
     ) {
+        let received_at = Utc::now();
         let exchange = Exchange::new(self.answer.clone(), tx, received);
         let open = self.exchanges_open.clone();
+        let log = self.log.clone();
+        let model = self.answer.model_label.clone();
         open.fetch_add(1, Ordering::AcqRel);
         self.tasks.spawn(async move {
-            let outcome = exchange.run(request_id.clone(), request, entry).await;
+            let outcome = exchange.run(request_id.clone(), &request, entry).await;
             open.fetch_sub(1, Ordering::AcqRel);
             tracing::info!(
                 request_id,
@@ -71,6 +79,43 @@ impl AppState {
                 total_ms = outcome.timings.total_ms,
                 "answer finished"
             );
+            log.submit(chat_log_record(
+                request_id,
+                request,
+                model,
+                outcome,
+                received_at,
+            ));
         });
+    }
+}
+
+fn chat_log_record(
+    request_id: String,
+    request: AnswerRequest,
+    model: String,
+    outcome: ExchangeOutcome,
+    created_at: chrono::DateTime<Utc>,
+) -> ChatLogRecord {
+    let (error_code, error_message) = outcome.error.unzip();
+    ChatLogRecord {
+        request_id,
+        session_id: request.session_id,
+        user_id: request.user_id,
+        client_key_id: None,
+        model,
+        request_messages: serde_json::Value::Array(request.messages),
+        answer: outcome.answer,
+        tool_calls: None,
+        status: outcome.status.as_str().to_owned(),
+        error_code,
+        error_message,
+        finish_reason: outcome.finish_reason,
+        prompt_tokens: outcome.usage.map(|u| u.prompt_tokens),
+        completion_tokens: outcome.usage.map(|u| u.completion_tokens),
+        queue_ms: outcome.timings.queue_ms,
+        ttft_ms: outcome.timings.ttft_ms,
+        total_ms: outcome.timings.total_ms,
+        created_at,
     }
 }

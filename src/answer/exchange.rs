@@ -126,7 +126,7 @@ impl Exchange {
     pub async fn run(
         mut self,
         request_id: String,
-        request: AnswerRequest,
+        request: &AnswerRequest,
         entry: Entry,
     ) -> ExchangeOutcome {
         let result = self.drive(request_id, request, entry).await;
@@ -162,7 +162,7 @@ impl Exchange {
     async fn drive(
         &mut self,
         request_id: String,
-        request: AnswerRequest,
+        request: &AnswerRequest,
         entry: Entry,
     ) -> Result<(), Ended> {
         let model = self.ctx.model_label.clone();

@@ -26,6 +26,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
             "queue_length": queue.waiting(),
         },
         "exchanges_open": state.exchanges_open(),
+        "log_writer": state.log.stats(),
     });
     (status, Json(body))
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use chat_proxy::config::Config;
 use chat_proxy::demo::{MockKnobs, MockUpstream};
 use chat_proxy::startup::Application;
+use chat_proxy::store::Database;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use serde_json::Value;
@@ -27,6 +28,7 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub mock: MockUpstream,
     pub client: reqwest::Client,
+    pub config: Config,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
     _dir: tempfile::TempDir,
@@ -59,7 +61,9 @@ pub async fn spawn_app_with(knobs: MockKnobs, tweak: impl FnOnce(&mut Config)) -
     let mut config = test_config(&mock, dir.path());
     tweak(&mut config);
     config.validate().expect("test config is valid");
-    let app = Application::build(config).await.expect("app builds");
+    let app = Application::build(config.clone())
+        .await
+        .expect("app builds");
     let addr = app.local_addr();
     let (tx, rx) = oneshot::channel();
     let server = tokio::spawn(app.run_until(async {
@@ -72,6 +76,7 @@ pub async fn spawn_app_with(knobs: MockKnobs, tweak: impl FnOnce(&mut Config)) -
             .pool_max_idle_per_host(0)
             .build()
             .expect("client"),
+        config,
         shutdown: Some(tx),
         server: Some(server),
         _dir: dir,
@@ -121,6 +126,41 @@ impl TestApp {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("health never showed {what}: {last}");
+    }
+
+    /// A second pool on the app's database, to read what the writer stored.
+    pub fn database(&self) -> Database {
+        Database::connect_lazy(&self.config.database).expect("database URL is valid")
+    }
+
+    /// Waits until the database holds `count` chat_logs rows (or panics after 30 s).
+    pub async fn wait_for_rows(&self, count: u64) -> Database {
+        let db = self.database();
+        let mut seen = None;
+        for _ in 0..300 {
+            match db.count_chat_logs().await {
+                Ok(n) if n >= count => {
+                    assert_eq!(n, count, "more rows than requests");
+                    return db;
+                }
+                other => seen = Some(other.map_err(|e| e.to_string())),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "expected {count} rows, last saw {seen:?}; writer {}",
+            self.health().await["log_writer"]
+        );
+    }
+
+    /// Starts shutdown and waits for the server (and the log writer) to stop.
+    pub async fn stop(&mut self) {
+        let server = self.begin_stop();
+        tokio::time::timeout(Duration::from_secs(30), server)
+            .await
+            .expect("server stops within 30 s")
+            .expect("server task did not panic")
+            .expect("server ended cleanly");
     }
 
     /// Starts shutdown without waiting.

@@ -4,5 +4,7 @@ mod answer;
 mod faults;
 mod helpers;
 mod load;
+mod mysql;
 mod queue;
 mod shutdown;
+mod store;

@@ -1,0 +1,20 @@
+# The two commands of the README. Both install missing Debian packages first (as root).
+.PHONY: run test deps bench
+
+# Run the service on its embedded defaults: SQLite under data/, the offline demo model.
+run:
+	scripts/deps.sh run
+	cargo run --release -- --config config.toml
+
+# Run every test: unit, end to end, and the MySQL tests against MariaDB on 127.0.0.1:3306.
+test:
+	scripts/deps.sh test
+	scripts/mariadb-up.sh
+	CHAT_PROXY_TEST_MYSQL_URL=$${CHAT_PROXY_TEST_MYSQL_URL:-mysql://root@127.0.0.1:3306/test} cargo test
+
+# The benchmark programs (numbers in BENCHMARKS.md).
+bench:
+	scripts/deps.sh test
+	scripts/mariadb-up.sh
+	cargo bench --bench answer
+	cargo bench --bench log_writer

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs the Debian packages chat-proxy needs to build, run and test, when they are missing.
+# Idempotent: installed packages are left alone, and apt is not touched when nothing is missing.
+#   scripts/deps.sh run    packages to build and run the service
+#   scripts/deps.sh test   also what the tests use (MariaDB, curl)
+set -euo pipefail
+
+want=(pkg-config ca-certificates)
+if [[ "${1:-run}" == "test" ]]; then
+    want+=(curl mariadb-server mariadb-client)
+fi
+
+missing=()
+for pkg in "${want[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+
+if ((${#missing[@]})); then
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "missing Debian packages: ${missing[*]} (run as root, or: sudo apt-get install ${missing[*]})" >&2
+        exit 1
+    fi
+    echo "installing: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "cargo not found: install a Rust toolchain (1.85 or newer), e.g. with rustup" >&2
+    exit 1
+fi

@@ -1,0 +1,344 @@
+//! The database: MySQL (production) or SQLite (embedded default) as two concrete pools behind
+//! one type (sqlx's `Any` driver cannot read MySQL's DATETIME), migrations for each, and the
+//! multi-row idempotent INSERTs the writer uses.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::{Encode, MySql, QueryBuilder, Row, Sqlite, Type};
+
+use crate::config::{DatabaseConfig, ms};
+
+use super::records::{ChatLogRecord, OcrResultRecord};
+
+/// Most bind parameters in one statement: MySQL allows 65,535, SQLite 32,766.
+const MYSQL_MAX_PARAMS: usize = 65_535;
+const SQLITE_MAX_PARAMS: usize = 32_766;
+
+const CHAT_COLUMNS: &str = "request_id, session_id, user_id, client_key_id, model, \
+    request_messages, answer, tool_calls, status, error_code, error_message, finish_reason, \
+    prompt_tokens, completion_tokens, queue_ms, ttft_ms, total_ms, created_at";
+const CHAT_COLUMN_COUNT: usize = 18;
+
+const OCR_COLUMNS: &str = "ocr_id, request_id, image_url, url_type, status, error_code, \
+    ocr_fund_code, ocr_hold_share, funds, ocr_text, fetch_ms, ocr_ms, elapsed_ms, created_at, updated_at";
+const OCR_COLUMN_COUNT: usize = 15;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database.url: {0}")]
+    Url(String),
+    #[error("creating the SQLite folder {path}: {source}")]
+    Folder {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("running migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database: {0}")]
+    Query(#[from] sqlx::Error),
+}
+
+/// A pool for one of the two supported databases. Cheap to clone.
+#[derive(Debug, Clone)]
+pub enum Database {
+    MySql(MySqlPool),
+    Sqlite(SqlitePool),
+}
+
+/// A `chat_logs` row as read back (for `/health` checks, tests and operators).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredChatLog {
+    pub request_id: String,
+    pub session_id: Option<String>,
+    pub user_id: Option<String>,
+    pub model: String,
+    pub request_messages: String,
+    pub answer: String,
+    pub tool_calls: Option<String>,
+    pub status: String,
+    pub error_code: Option<String>,
+    pub finish_reason: Option<String>,
+}
+
+impl Database {
+    /// Builds the pool without connecting: the service starts even while the database is down,
+    /// and the writer connects (and migrates) when it can.
+    pub fn connect_lazy(config: &DatabaseConfig) -> Result<Self, StoreError> {
+        let acquire = ms(config.connect_timeout_ms);
+        if config.url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(&config.url)
+                .map_err(|e| StoreError::Url(e.to_string()))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .busy_timeout(Duration::from_secs(5));
+            if let Some(folder) = options.get_filename().parent() {
+                if !folder.as_os_str().is_empty() {
+                    std::fs::create_dir_all(folder).map_err(|source| StoreError::Folder {
+                        path: folder.display().to_string(),
+                        source,
+                    })?;
+                }
+            }
+            let pool = SqlitePoolOptions::new()
+                .max_connections(config.max_connections)
+                .acquire_timeout(acquire)
+                .connect_lazy_with(options);
+            return Ok(Self::Sqlite(pool));
+        }
+        let url = config.url.replacen("mariadb://", "mysql://", 1);
+        let mut options =
+            MySqlConnectOptions::from_str(&url).map_err(|e| StoreError::Url(e.to_string()))?;
+        let has_password = url::Url::parse(&url)
+            .map(|u| u.password().is_some())
+            .unwrap_or(false);
+        if !has_password {
+            if let Ok(password) = std::env::var(&config.password_env) {
+                options = options.password(&password);
+            }
+        }
+        let pool = MySqlPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(acquire)
+            .connect_lazy_with(options);
+        Ok(Self::MySql(pool))
+    }
+
+    /// The URL without its password, for the start-up log.
+    pub fn describe(url: &str) -> String {
+        match url::Url::parse(url) {
+            Ok(mut parsed) if parsed.password().is_some() => {
+                let _ = parsed.set_password(Some("***"));
+                parsed.to_string()
+            }
+            _ => url.to_owned(),
+        }
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Self::MySql(pool) => sqlx::migrate!("./migrations/mysql").run(pool).await?,
+            Self::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// Inserts the rows in as few statements as the parameter limits allow; a row whose
+    /// `request_id` is already stored is skipped, so a replay never duplicates.
+    pub async fn insert_chat_logs(&self, rows: &[ChatLogRecord]) -> Result<(), StoreError> {
+        match self {
+            Self::MySql(pool) => {
+                for chunk in rows.chunks(MYSQL_MAX_PARAMS / CHAT_COLUMN_COUNT) {
+                    let mut query = chat_insert::<MySql>(chunk);
+                    query.push(" ON DUPLICATE KEY UPDATE request_id = request_id");
+                    query.build().execute(pool).await?;
+                }
+            }
+            Self::Sqlite(pool) => {
+                for chunk in rows.chunks(SQLITE_MAX_PARAMS / CHAT_COLUMN_COUNT) {
+                    let mut query = chat_insert::<Sqlite>(chunk);
+                    query.push(" ON CONFLICT (request_id) DO NOTHING");
+                    query.build().execute(pool).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Like [`Database::insert_chat_logs`], keyed on `ocr_id`.
+    pub async fn insert_ocr_results(&self, rows: &[OcrResultRecord]) -> Result<(), StoreError> {
+        match self {
+            Self::MySql(pool) => {
+                for chunk in rows.chunks(MYSQL_MAX_PARAMS / OCR_COLUMN_COUNT) {
+                    let mut query = ocr_insert::<MySql>(chunk);
+                    query.push(" ON DUPLICATE KEY UPDATE ocr_id = ocr_id");
+                    query.build().execute(pool).await?;
+                }
+            }
+            Self::Sqlite(pool) => {
+                for chunk in rows.chunks(SQLITE_MAX_PARAMS / OCR_COLUMN_COUNT) {
+                    let mut query = ocr_insert::<Sqlite>(chunk);
+                    query.push(" ON CONFLICT (ocr_id) DO NOTHING");
+                    query.build().execute(pool).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One `INSERT` per row: the baseline the batching writer is measured against.
+    pub async fn insert_chat_log_single(&self, row: &ChatLogRecord) -> Result<(), StoreError> {
+        self.insert_chat_logs(std::slice::from_ref(row)).await
+    }
+
+    pub async fn count_chat_logs(&self) -> Result<u64, StoreError> {
+        const SQL: &str = "SELECT COUNT(*) FROM chat_logs";
+        let count: i64 = match self {
+            Self::MySql(pool) => sqlx::query_scalar(SQL).fetch_one(pool).await?,
+            Self::Sqlite(pool) => sqlx::query_scalar(SQL).fetch_one(pool).await?,
+        };
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    pub async fn chat_log(&self, request_id: &str) -> Result<Option<StoredChatLog>, StoreError> {
+        const SQL: &str = "SELECT request_id, session_id, user_id, model, request_messages, \
+            answer, tool_calls, status, error_code, finish_reason FROM chat_logs WHERE request_id = ?";
+        Ok(match self {
+            Self::MySql(pool) => sqlx::query(SQL)
+                .bind(request_id)
+                .fetch_optional(pool)
+                .await?
+                .map(|row| stored_chat_log(&row))
+                .transpose()?,
+            Self::Sqlite(pool) => sqlx::query(SQL)
+                .bind(request_id)
+                .fetch_optional(pool)
+                .await?
+                .map(|row| stored_chat_log(&row))
+                .transpose()?,
+        })
+    }
+
+    /// Every `chat_logs` row, oldest first.
+    pub async fn chat_logs(&self) -> Result<Vec<StoredChatLog>, StoreError> {
+        const SQL: &str = "SELECT request_id, session_id, user_id, model, request_messages, \
+            answer, tool_calls, status, error_code, finish_reason FROM chat_logs ORDER BY id";
+        let rows = match self {
+            Self::MySql(pool) => sqlx::query(SQL)
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(stored_chat_log)
+                .collect::<Result<Vec<_>, _>>()?,
+            Self::Sqlite(pool) => sqlx::query(SQL)
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(stored_chat_log)
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        Ok(rows)
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Self::MySql(pool) => pool.close().await,
+            Self::Sqlite(pool) => pool.close().await,
+        }
+    }
+}
+
+fn stored_chat_log<R>(row: &R) -> Result<StoredChatLog, sqlx::Error>
+where
+    R: Row,
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(StoredChatLog {
+        request_id: row.try_get("request_id")?,
+        session_id: row.try_get("session_id")?,
+        user_id: row.try_get("user_id")?,
+        model: row.try_get("model")?,
+        request_messages: row.try_get("request_messages")?,
+        answer: row.try_get("answer")?,
+        tool_calls: row.try_get("tool_calls")?,
+        status: row.try_get("status")?,
+        error_code: row.try_get("error_code")?,
+        finish_reason: row.try_get("finish_reason")?,
+    })
+}
+
+/// Integers go in as `i64`: SQLite has no unsigned 64-bit type.
+fn int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn chat_insert<DB>(rows: &[ChatLogRecord]) -> QueryBuilder<DB>
+where
+    DB: sqlx::Database,
+    <DB as sqlx::Database>::Arguments: Default,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
+{
+    let mut query = QueryBuilder::<DB>::new(format!("INSERT INTO chat_logs ({CHAT_COLUMNS}) "));
+    query.push_values(rows, |mut row, r| {
+        row.push_bind(r.request_id.clone())
+            .push_bind(r.session_id.clone())
+            .push_bind(r.user_id.clone())
+            .push_bind(r.client_key_id.clone())
+            .push_bind(r.model.clone())
+            .push_bind(r.request_messages.to_string())
+            .push_bind(r.answer.clone())
+            .push_bind(r.tool_calls.as_ref().map(ToString::to_string))
+            .push_bind(r.status.clone())
+            .push_bind(r.error_code.clone())
+            .push_bind(r.error_message.clone())
+            .push_bind(r.finish_reason.clone())
+            .push_bind(r.prompt_tokens.map(int))
+            .push_bind(r.completion_tokens.map(int))
+            .push_bind(int(r.queue_ms))
+            .push_bind(r.ttft_ms.map(int))
+            .push_bind(int(r.total_ms))
+            .push_bind(r.created_at);
+    });
+    query
+}
+
+fn ocr_insert<DB>(rows: &[OcrResultRecord]) -> QueryBuilder<DB>
+where
+    DB: sqlx::Database,
+    <DB as sqlx::Database>::Arguments: Default,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
+{
+    let mut query = QueryBuilder::<DB>::new(format!("INSERT INTO ocr_results ({OCR_COLUMNS}) "));
+    query.push_values(rows, |mut row, r| {
+        row.push_bind(r.ocr_id.clone())
+            .push_bind(r.request_id.clone())
+            .push_bind(r.image_url.clone())
+            .push_bind(r.url_type.clone())
+            .push_bind(r.status.clone())
+            .push_bind(r.error_code.clone())
+            .push_bind(r.ocr_fund_code.clone())
+            .push_bind(r.ocr_hold_share.clone())
+            .push_bind(r.funds.as_ref().map(ToString::to_string))
+            .push_bind(r.ocr_text.clone())
+            .push_bind(r.fetch_ms.map(int))
+            .push_bind(r.ocr_ms.map(int))
+            .push_bind(int(r.elapsed_ms))
+            .push_bind(r.created_at)
+            .push_bind(r.created_at);
+    });
+    query
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn column_counts_match_the_lists() {
+        assert_eq!(CHAT_COLUMNS.split(',').count(), CHAT_COLUMN_COUNT);
+        assert_eq!(OCR_COLUMNS.split(',').count(), OCR_COLUMN_COUNT);
+    }
+
+    #[test]
+    fn passwords_never_reach_the_log() {
+        let shown = Database::describe("mysql://app:s3cret@db:3306/chat");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("app@db:3306/chat") || shown.contains("app:***@db"),
+            "{shown}"
+        );
+    }
+}

@@ -1,0 +1,11 @@
+//! Logging to the database: the [`db`] (MySQL or SQLite), the [`records`] it stores, and the
+//! background [`writer`] with its [`spill`] file.
+
+pub mod db;
+pub mod records;
+pub mod spill;
+pub mod writer;
+
+pub use db::{Database, StoreError, StoredChatLog};
+pub use records::{ChatLogRecord, LogRecord, OcrResultRecord};
+pub use writer::{LogWriter, WriterStats};
