@@ -3,7 +3,8 @@
 //! The proxy runs as its own process (the release binary), so its CPU time and peak RSS are read
 //! from /proc without the client's and the mock's. The mock model runs in this process.
 //!
-//!   cargo bench --bench answer
+//!   cargo bench --bench answer                 # every phase
+//!   cargo bench --bench answer -- rss cpu      # only the named phases (ttft, cpu, rss, throughput)
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -26,112 +27,178 @@ fn main() {
     runtime.block_on(run());
 }
 
+fn wanted(phase: &str) -> bool {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    args.is_empty() || args.iter().any(|a| a == phase)
+}
+
 async fn run() {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(2_000)
         .build()
         .expect("client");
     let dir = tempfile::tempdir().expect("temp dir");
+    if wanted("ttft") {
+        ttft_phase(&client, dir.path()).await;
+    }
+    if wanted("cpu") {
+        cpu_phase(&client, dir.path()).await;
+    }
+    if wanted("rss") {
+        rss_phase(&client, dir.path()).await;
+    }
+    if wanted("throughput") {
+        throughput_phase(&client, dir.path()).await;
+    }
+}
 
-    println!("## Added time to first token (permit limit lifted, {CHUNKS}-chunk answers)");
-    let mock = MockUpstream::start(MockKnobs {
-        tokens: Some(CHUNKS),
-        token_delay: Duration::from_millis(5),
+async fn mock(token_delay_ms: u64, tokens: usize) -> MockUpstream {
+    MockUpstream::start(MockKnobs {
+        tokens: Some(tokens),
+        token_delay: Duration::from_millis(token_delay_ms),
         ..MockKnobs::default()
     })
     .await
-    .expect("mock");
-    let proxy = Proxy::start(dir.path(), &mock.base_url(), 100_000);
+    .expect("mock")
+}
+
+async fn ttft_phase(client: &reqwest::Client, dir: &Path) {
+    println!(
+        "## Added time to first token (permit limit lifted, {CHUNKS}-chunk answers, 5 ms apart)"
+    );
+    let mock = mock(5, CHUNKS).await;
+    let proxy = Proxy::start(dir, &mock.base_url(), 100_000);
+    let direct = Target::Direct(mock.base_url());
+    let via = Target::Proxy(proxy.addr.clone());
     // Warm both paths (connections, allocator).
-    ttft_samples(&client, &Target::Direct(mock.base_url()), 50, 2).await;
-    ttft_samples(&client, &Target::Proxy(proxy.addr.clone()), 50, 2).await;
+    ttft_samples(client, &direct, 50, 2).await;
+    ttft_samples(client, &via, 50, 2).await;
     println!(
         "| streams | direct p50 | direct p99 | proxy p50 | proxy p99 | added p50 | added p99 |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     for (streams, rounds) in [(1, 300), (100, 5), (1_000, 2)] {
-        let mut direct =
-            ttft_samples(&client, &Target::Direct(mock.base_url()), streams, rounds).await;
-        let mut via =
-            ttft_samples(&client, &Target::Proxy(proxy.addr.clone()), streams, rounds).await;
-        let (d50, d99) = (percentile(&mut direct, 50.0), percentile(&mut direct, 99.0));
-        let (p50, p99) = (percentile(&mut via, 50.0), percentile(&mut via, 99.0));
+        let mut d = ttft_samples(client, &direct, streams, rounds).await;
+        let mut p = ttft_samples(client, &via, streams, rounds).await;
+        let (d50, d99) = (percentile(&mut d, 50.0), percentile(&mut d, 99.0));
+        let (p50, p99) = (percentile(&mut p, 50.0), percentile(&mut p, 99.0));
         println!(
             "| {streams} | {d50:.3} ms | {d99:.3} ms | {p50:.3} ms | {p99:.3} ms | {:.3} ms | {:.3} ms |",
             p50 - d50,
             p99 - d99
         );
     }
-
     println!();
-    println!("## CPU time per streamed request ({CHUNKS} chunks, no token delay)");
-    mock.set_knobs(|k| k.token_delay = Duration::ZERO);
+}
+
+async fn cpu_phase(client: &reqwest::Client, dir: &Path) {
+    println!("## CPU time per streamed request ({CHUNKS} chunks, no token delay, 50 at a time)");
+    let mock = mock(0, CHUNKS).await;
+    let proxy = Proxy::start(dir, &mock.base_url(), 100_000);
+    let target = Target::Proxy(proxy.addr.clone());
+    run_many(client, &target, 500, 50).await;
     let requests = 4_000;
     let before = proxy.cpu_seconds();
     let started = Instant::now();
-    run_many(&client, &Target::Proxy(proxy.addr.clone()), requests, 50).await;
+    run_many(client, &target, requests, 50).await;
     let cpu = proxy.cpu_seconds() - before;
     println!(
-        "{requests} requests in {:.2} s; proxy CPU {:.3} s = {:.1} µs per request",
+        "{requests} requests in {:.2} s; proxy CPU {:.3} s = {:.1} µs per request; RSS after {:.1} MB",
         started.elapsed().as_secs_f64(),
         cpu,
-        cpu / requests as f64 * 1e6
+        cpu / requests as f64 * 1e6,
+        proxy.rss_kib() as f64 / 1024.0
     );
-
     println!();
-    println!("## Peak RSS with 1,000 open streams");
-    mock.set_knobs(|k| {
-        k.token_delay = Duration::from_millis(200);
-        k.tokens = Some(30);
-    });
-    let rss_before = proxy.rss_kib();
-    let target = Target::Proxy(proxy.addr.clone());
-    let open = run_many(&client, &target, 1_000, 1_000);
-    let watch = async {
-        let mut peak_open = 0;
-        for _ in 0..100 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let health: serde_json::Value = client
-                .get(format!("http://{}/health", proxy.addr))
-                .send()
-                .await
-                .expect("health")
-                .json()
-                .await
-                .expect("json");
-            peak_open = peak_open.max(health["exchanges_open"].as_u64().unwrap_or(0));
-        }
-        peak_open
-    };
-    let ((), peak_open) = tokio::join!(open, watch);
+}
+
+async fn rss_phase(client: &reqwest::Client, dir: &Path) {
+    println!("## Peak RSS with 1,000 open streams (a fresh proxy process each)");
     println!(
-        "RSS before: {:.1} MB; peak (VmHWM) {:.1} MB; most streams open at once: {peak_open}",
-        rss_before as f64 / 1024.0,
-        proxy.peak_rss_kib() as f64 / 1024.0
+        "| permits | upstream protocol | RSS at start | peak RSS (VmHWM) | most open at once |"
     );
-    drop(proxy);
-
+    println!("|---|---|---:|---:|---:|");
+    for (permits, extra, label) in [
+        (5, "", "HTTP/1.1"),
+        (100_000, "", "HTTP/1.1"),
+        (100_000, "http2_prior_knowledge = true", "HTTP/2 (h2c)"),
+    ] {
+        let mock = mock(200, 30).await;
+        let proxy = Proxy::start_with(dir, &mock.base_url(), permits, extra);
+        let rss_before = proxy.rss_kib();
+        let target = Target::Proxy(proxy.addr.clone());
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let open = async {
+            // 1,000 clients read their streams for 5 s, then leave.
+            let reading =
+                futures::future::join_all((0..1_000).map(|_| hold_stream(client, &target)));
+            let _ = tokio::time::timeout(Duration::from_secs(5), reading).await;
+            stop.store(true, std::sync::atomic::Ordering::Release);
+        };
+        let watch = async {
+            let mut peak_open = 0;
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let health: serde_json::Value = client
+                    .get(format!("http://{}/health", proxy.addr))
+                    .send()
+                    .await
+                    .expect("health")
+                    .json()
+                    .await
+                    .expect("json");
+                peak_open = peak_open.max(health["exchanges_open"].as_u64().unwrap_or(0));
+            }
+            peak_open
+        };
+        let ((), peak_open) = tokio::join!(open, watch);
+        println!(
+            "| {} | {label} | {:.1} MB | {:.1} MB | {peak_open} |",
+            if permits == 5 {
+                "5 (995 queued)".to_owned()
+            } else {
+                "lifted".to_owned()
+            },
+            rss_before as f64 / 1024.0,
+            proxy.peak_rss_kib() as f64 / 1024.0
+        );
+    }
     println!();
+}
+
+/// Opens a stream through the proxy and reads it to its end.
+async fn hold_stream(client: &reqwest::Client, target: &Target) {
+    let Target::Proxy(addr) = target else {
+        unreachable!("streams are opened through the proxy")
+    };
+    let response = client
+        .post(format!("http://{addr}/answer"))
+        .json(&json!({"user_input": "bench"}))
+        .send()
+        .await
+        .expect("request sent");
+    let mut body = response.bytes_stream();
+    while let Some(Ok(_)) = body.next().await {}
+}
+
+async fn throughput_phase(client: &reqwest::Client, dir: &Path) {
     println!("## Throughput with 5 permits");
-    let mock = MockUpstream::start(MockKnobs {
-        tokens: Some(CHUNKS),
-        token_delay: Duration::from_millis(5),
-        ..MockKnobs::default()
-    })
-    .await
-    .expect("mock");
-    let proxy = Proxy::start(dir.path(), &mock.base_url(), 5);
+    let mock = mock(5, CHUNKS).await;
+    let proxy = Proxy::start(dir, &mock.base_url(), 5);
     let mut latencies = Vec::new();
     for _ in 0..20 {
         let started = Instant::now();
-        run_one(&client, &Target::Direct(mock.base_url())).await;
+        run_one(client, &Target::Direct(mock.base_url())).await;
         latencies.push(started.elapsed().as_secs_f64());
     }
     let upstream_latency = latencies.iter().sum::<f64>() / latencies.len() as f64;
     let bound = 5.0 / upstream_latency;
     let requests = 1_000;
     let started = Instant::now();
-    run_many(&client, &Target::Proxy(proxy.addr.clone()), requests, 200).await;
+    run_many(client, &Target::Proxy(proxy.addr.clone()), requests, 200).await;
     let rate = requests as f64 / started.elapsed().as_secs_f64();
     println!(
         "upstream latency {:.1} ms, bound 5 / latency = {bound:.1} req/s; through the proxy {rate:.1} req/s = {:.1}% of the bound",
@@ -212,21 +279,38 @@ struct Proxy {
 
 impl Proxy {
     fn start(dir: &Path, base_url: &str, permits: usize) -> Self {
-        let config = dir.join(format!("bench-{permits}.toml"));
+        Self::start_with(dir, base_url, permits, "")
+    }
+
+    /// `extra` is appended to the `[upstream]` section.
+    fn start_with(dir: &Path, base_url: &str, permits: usize, extra: &str) -> Self {
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        let config = dir.join(format!("bench-{tag}.toml"));
         std::fs::write(
             &config,
             format!(
                 "[server]\nbind = \"127.0.0.1:0\"\n\
-                 [upstream]\nbase_url = \"{base_url}\"\nmodel = \"bench\"\n\
+                 [upstream]\nbase_url = \"{base_url}\"\nmodel = \"bench\"\n{extra}\n\
                  [limits]\nmax_concurrent_upstream = {permits}\nmax_queue = 100000\n\
-                 [database]\nurl = \"sqlite://{}/bench-{permits}.db?mode=rwc\"\n\
-                 [writer]\nspill_path = \"{}/spill-{permits}.jsonl\"\n",
+                 [database]\nurl = \"sqlite://{}/bench-{tag}.db?mode=rwc\"\n\
+                 [writer]\nspill_path = \"{}/spill-{tag}.jsonl\"\n",
                 dir.display(),
                 dir.display()
             ),
         )
         .expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_chat-proxy"))
+        // CHAT_PROXY_BENCH_WRAP="valgrind --tool=massif" runs the proxy under a profiler.
+        let wrap = std::env::var("CHAT_PROXY_BENCH_WRAP").unwrap_or_default();
+        let mut words = wrap.split_whitespace();
+        let mut command = match words.next() {
+            Some(program) => {
+                let mut command = Command::new(program);
+                command.args(words).arg(env!("CARGO_BIN_EXE_chat-proxy"));
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_chat-proxy")),
+        };
+        let mut child = command
             .arg("--config")
             .arg(&config)
             .env("RUST_LOG", "warn,chat_proxy::startup=info")
@@ -279,7 +363,17 @@ impl Proxy {
 }
 
 impl Drop for Proxy {
+    /// SIGTERM (so a profiler wrapping it writes its output), then SIGKILL after 20 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..200 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

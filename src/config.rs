@@ -69,6 +69,9 @@ pub struct UpstreamConfig {
     pub max_retries: u32,
     /// First backoff; doubled on each retry.
     pub retry_backoff_ms: u64,
+    /// Speak HTTP/2 without negotiation (h2c) to a plain-`http` upstream that supports it, so
+    /// all streams share one connection. `https` upstreams negotiate HTTP/2 by themselves.
+    pub http2_prior_knowledge: bool,
 }
 
 impl Default for UpstreamConfig {
@@ -83,6 +86,7 @@ impl Default for UpstreamConfig {
             total_timeout_ms: 300_000,
             max_retries: 2,
             retry_backoff_ms: 200,
+            http2_prior_knowledge: false,
         }
     }
 }

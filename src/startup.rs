@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
 use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -59,7 +60,9 @@ impl Application {
             )
         };
         let api_key = read_api_key(&config, demo.is_some());
-        let upstream = UpstreamClient::new(&config.upstream, &base_url, api_key)?;
+        // The demo model speaks h2c, so its streams share one connection.
+        let http2 = config.upstream.http2_prior_knowledge || demo.is_some();
+        let upstream = UpstreamClient::new(&config.upstream, &base_url, api_key, http2)?;
         let queue = PermitQueue::new(
             config.limits.max_concurrent_upstream,
             config.limits.max_queue,
@@ -154,6 +157,13 @@ impl Application {
             }
         });
 
+        // Small SSE events must leave at once: without TCP_NODELAY, Nagle holds a delta behind
+        // the unacknowledged `meta` for the client's delayed ACK (about 40 ms).
+        let listener = listener.tap_io(|tcp| {
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+            }
+        });
         let server = axum::serve(listener, routes::router(state.clone()))
             .with_graceful_shutdown(signalled.clone().cancelled_owned())
             .into_future();

@@ -24,8 +24,9 @@ pub enum AnswerEvent {
     Meta { request_id: String, model: String },
     Queued { position: usize },
     Delta(String),
-    Done(DoneInfo),
-    Error(ApiError),
+    // Boxed: a channel's slots are sized for the largest variant, and most events are deltas.
+    Done(Box<DoneInfo>),
+    Error(Box<ApiError>),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -136,7 +137,8 @@ impl Exchange {
             Err(Ended::Interrupted(Interrupt::ClientGone)) => (ExchangeStatus::Cancelled, None),
             Err(Ended::Interrupted(Interrupt::Shutdown)) => {
                 let err = ApiError::shutting_down();
-                self.emit_last(AnswerEvent::Error(err.clone())).await;
+                self.emit_last(AnswerEvent::Error(Box::new(err.clone())))
+                    .await;
                 (ExchangeStatus::ShuttingDown, Some(err))
             }
             Err(Ended::Failed(err)) => {
@@ -145,7 +147,8 @@ impl Exchange {
                 } else {
                     ExchangeStatus::Error
                 };
-                self.emit_last(AnswerEvent::Error(err.clone())).await;
+                self.emit_last(AnswerEvent::Error(Box::new(err.clone())))
+                    .await;
                 (status, Some(err))
             }
         };
@@ -204,11 +207,11 @@ impl Exchange {
         drop(chunks);
         drop(permit);
         self.timings.total_ms = millis(self.received.elapsed());
-        self.emit(AnswerEvent::Done(DoneInfo {
+        self.emit(AnswerEvent::Done(Box::new(DoneInfo {
             finish_reason: self.finish_reason.clone(),
             usage: self.usage,
             timings: self.timings,
-        }))
+        })))
         .await
     }
 

@@ -90,7 +90,7 @@ async fn collect(mut rx: mpsc::Receiver<AnswerEvent>) -> Result<Response, ApiErr
                 });
                 return Ok((StatusCode::OK, Json(body)).into_response());
             }
-            AnswerEvent::Error(err) => return Err(err),
+            AnswerEvent::Error(err) => return Err(*err),
         }
     }
     Err(ApiError::new(

@@ -104,16 +104,23 @@ impl std::fmt::Debug for UpstreamClient {
 
 impl UpstreamClient {
     /// `base_url` is the resolved API root (the demo model's address when `upstream.base_url` is `demo`).
+    /// `http2` forces HTTP/2 without negotiation (h2c); otherwise HTTP/1.1, or HTTP/2 when a TLS
+    /// upstream offers it.
     pub fn new(
         config: &UpstreamConfig,
         base_url: &str,
         api_key: Option<SecretString>,
+        http2: bool,
     ) -> anyhow::Result<Self> {
         use anyhow::Context as _;
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(ms(config.connect_timeout_ms))
             .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
+            .tcp_nodelay(true);
+        if http2 {
+            builder = builder.http2_prior_knowledge().http2_adaptive_window(true);
+        }
+        let http = builder
             .build()
             .context("building the upstream HTTP client")?;
         Ok(Self {

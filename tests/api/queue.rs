@@ -161,3 +161,46 @@ async fn a_client_leaving_during_a_stall_aborts_at_once() {
     }
     panic!("the upstream request was not aborted");
 }
+
+#[tokio::test]
+async fn over_http2_streams_share_the_upstream_and_a_leaving_client_still_aborts() {
+    let app = spawn_app_with(slow(), |c| c.upstream.http2_prior_knowledge = true).await;
+    let app = std::sync::Arc::new(app);
+    app.mock.set_knobs(|k| k.tokens = Some(3));
+    let answers = futures::future::join_all((0..10).map(|i| {
+        let app = app.clone();
+        async move {
+            read_events(
+                app.post_answer(&json!({"user_input": format!("h2-{i}")}))
+                    .await,
+            )
+            .await
+        }
+    }))
+    .await;
+    for (i, events) in answers.iter().enumerate() {
+        assert_eq!(last(events).name, "done");
+        assert_eq!(
+            crate::helpers::answer_text(events),
+            format!("h2-{i}#0 h2-{i}#1 h2-{i}#2 ")
+        );
+    }
+
+    app.mock.set_knobs(|k| k.tokens = Some(1000));
+    let response = hold_permit(&app).await;
+    let mut events = eventsource_stream::Eventsource::eventsource(response.bytes_stream());
+    loop {
+        let event = events.next().await.expect("open").expect("well-formed");
+        if event.event == "delta" {
+            break;
+        }
+    }
+    drop(events);
+    for _ in 0..100 {
+        if app.mock.counters().aborted.load(Ordering::Acquire) == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the HTTP/2 upstream stream was not reset");
+}
