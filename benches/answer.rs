@@ -198,12 +198,24 @@ async fn throughput_phase(client: &reqwest::Client, dir: &Path) {
     let bound = 5.0 / upstream_latency;
     let requests = 1_000;
     let started = Instant::now();
+    run_many(client, &Target::Direct(mock.base_url()), requests, 5).await;
+    let direct_rate = requests as f64 / started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    run_many(client, &Target::Proxy(proxy.addr.clone()), 200, 5).await;
+    let five_rate = 200.0 / started.elapsed().as_secs_f64();
+    println!("through the proxy with 5 clients (no queue): {five_rate:.1} req/s");
+    let started = Instant::now();
     run_many(client, &Target::Proxy(proxy.addr.clone()), requests, 200).await;
     let rate = requests as f64 / started.elapsed().as_secs_f64();
     println!(
-        "upstream latency {:.1} ms, bound 5 / latency = {bound:.1} req/s; through the proxy {rate:.1} req/s = {:.1}% of the bound",
+        "upstream latency {:.1} ms alone; bound 5 / latency = {bound:.1} req/s; \
+         5 clients straight to the mock: {direct_rate:.1} req/s",
         upstream_latency * 1e3,
-        rate / bound * 100.0
+    );
+    println!(
+        "through the proxy (200 clients, 5 permits): {rate:.1} req/s = {:.1}% of 5 / latency, {:.1}% of 5 direct clients",
+        rate / bound * 100.0,
+        rate / direct_rate * 100.0
     );
 }
 
@@ -218,7 +230,11 @@ async fn run_one(client: &reqwest::Client, target: &Target) -> Duration {
     let response = match target {
         Target::Direct(base) => client
             .post(format!("{base}/chat/completions"))
-            .json(&json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "bench"}]}))
+            // The same body the proxy sends, so both get the same frames.
+            .json(&json!({
+                "model": "bench", "stream": true, "stream_options": {"include_usage": true},
+                "messages": [{"role": "user", "content": "bench"}],
+            }))
             .send(),
         Target::Proxy(addr) => client
             .post(format!("http://{addr}/answer"))

@@ -95,11 +95,13 @@ async fn run() {
             "mariadb" => fresh_mysql("batch").await,
             _ => format!("sqlite://{}/batch.db?mode=rwc", dir.path().display()),
         };
-        let batched = writer_rate(&batch_url, dir.path(), 50_000).await;
-        println!(
-            "| {backend} | {single:.0} rows/s | {batched:.0} rows/s | {:.1}x |",
-            batched / single
-        );
+        for batch_size in [500, 2_000] {
+            let batched = writer_rate(&batch_url, dir.path(), 50_000, batch_size).await;
+            println!(
+                "| {backend} | {single:.0} rows/s | {batched:.0} rows/s (batch_size {batch_size}) | {:.1}x |",
+                batched / single
+            );
+        }
     }
 
     println!();
@@ -128,11 +130,12 @@ async fn single_row_rate(url: &str, rows: usize) -> f64 {
     rows as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn writer_rate(url: &str, dir: &Path, rows: usize) -> f64 {
+async fn writer_rate(url: &str, dir: &Path, rows: usize, batch_size: usize) -> f64 {
     let db = Database::connect_lazy(&database_config(url)).expect("url");
     db.migrate().await.expect("migrate");
     let config = WriterConfig {
         queue_capacity: rows,
+        batch_size,
         spill_path: dir.join(format!("spill-{}.jsonl", uuid::Uuid::new_v4().simple())),
         ..WriterConfig::default()
     };

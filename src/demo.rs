@@ -213,11 +213,13 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, body: Bytes) -> Res
         (frames.into_iter(), guard, true),
         move |(mut frames, mut guard, first)| async move {
             let frame = frames.next()?;
-            if !first && !token_delay.is_zero() {
+            // Only content is paced: the finish, usage and `[DONE]` frames follow at once, as
+            // real APIs send them.
+            if !first && !token_delay.is_zero() && matches!(frame, Frame::Content(_)) {
                 tokio::time::sleep(token_delay).await;
             }
             match frame {
-                Frame::Data(bytes) => {
+                Frame::Content(bytes) | Frame::Data(bytes) => {
                     if frames.len() == 0 {
                         guard.completed = true;
                     }
@@ -244,6 +246,9 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, body: Bytes) -> Res
 }
 
 enum Frame {
+    /// An answer chunk, sent `token_delay` after the previous one.
+    Content(Bytes),
+    /// Anything else, sent at once.
     Data(Bytes),
     Stall,
     Cut,
@@ -278,7 +283,10 @@ fn build_frames(
         } else {
             json!({"content": piece})
         };
-        frames.push(data(&chunk(delta, Value::Null)));
+        frames.push(Frame::Content(Bytes::from(format!(
+            "data: {}\n\n",
+            chunk(delta, Value::Null)
+        ))));
     }
     match fault {
         Some(Fault::CutAfter(_)) => {

@@ -317,10 +317,20 @@ impl ChunkStream {
                 continue;
             }
             if data == "[DONE]" {
+                self.finish_body().await;
                 return None;
             }
             return Some(parse_chunk(data));
         }
+    }
+}
+
+impl ChunkStream {
+    /// Reads the body to its end (briefly) so the connection goes back to the pool instead of
+    /// being closed with the body half-read.
+    async fn finish_body(&mut self) {
+        let drain = async { while self.events.next().await.is_some() {} };
+        let _ = tokio::time::timeout(Duration::from_millis(50), drain).await;
     }
 }
 
