@@ -22,6 +22,7 @@ pub struct Config {
     pub demo: DemoConfig,
     pub database: DatabaseConfig,
     pub writer: WriterConfig,
+    pub ocr: OcrConfig,
     pub log: LogConfig,
 }
 
@@ -196,6 +197,65 @@ impl Default for WriterConfig {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OcrConfig {
+    /// Tesseract languages.
+    pub languages: String,
+    /// Engines in the pool (recognitions at once); 0 means one per CPU core.
+    pub pool_size: usize,
+    /// Create the engines at start-up (about 0.2 s and 110 MB each) rather than on first use.
+    pub preload: bool,
+    /// Largest image accepted, downloaded or uploaded.
+    pub max_image_bytes: usize,
+    /// Largest decoded image, width times height (decompression bombs are refused).
+    pub max_pixels: u64,
+    pub connect_timeout_ms: u64,
+    /// The whole download.
+    pub fetch_timeout_ms: u64,
+    pub max_redirects: usize,
+    /// Hosts an `oss` image may come from: exact names or `*.suffix` patterns.
+    pub oss_hosts: Vec<String>,
+    /// Folder `7min_local` image paths are read from (`image_url` is a path inside it).
+    pub local_root: PathBuf,
+    /// Let downloads reach loopback and private addresses (for test setups only).
+    pub allow_private_networks: bool,
+    /// `url_type` when a request gives none (the model's tool calls, uploads).
+    pub default_url_type: String,
+    /// Longest a whole recognition may take, download included.
+    pub timeout_ms: u64,
+}
+
+impl Default for OcrConfig {
+    fn default() -> Self {
+        Self {
+            languages: "chi_sim+eng".into(),
+            pool_size: 0,
+            preload: true,
+            max_image_bytes: 10 * 1024 * 1024,
+            max_pixels: 40_000_000,
+            connect_timeout_ms: 3_000,
+            fetch_timeout_ms: 15_000,
+            max_redirects: 3,
+            oss_hosts: vec!["*.aliyuncs.com".into()],
+            local_root: PathBuf::from("data/images"),
+            allow_private_networks: false,
+            default_url_type: "oss".into(),
+            timeout_ms: 60_000,
+        }
+    }
+}
+
+impl OcrConfig {
+    pub fn engines(&self) -> usize {
+        if self.pool_size > 0 {
+            self.pool_size
+        } else {
+            std::thread::available_parallelism().map_or(1, usize::from)
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -346,6 +406,32 @@ impl Config {
                 "writer.retry_max_ms",
                 "must be at least writer.retry_initial_ms",
             ));
+        }
+        if self.ocr.languages.trim().is_empty() {
+            return Err(key_error(
+                "ocr.languages",
+                "must name at least one language",
+            ));
+        }
+        positive("ocr.max_image_bytes", self.ocr.max_image_bytes as u64)?;
+        positive("ocr.max_pixels", self.ocr.max_pixels)?;
+        positive("ocr.connect_timeout_ms", self.ocr.connect_timeout_ms)?;
+        positive("ocr.fetch_timeout_ms", self.ocr.fetch_timeout_ms)?;
+        positive("ocr.timeout_ms", self.ocr.timeout_ms)?;
+        if !crate::ocr::UrlType::NAMES.contains(&self.ocr.default_url_type.as_str()) {
+            return Err(key_error(
+                "ocr.default_url_type",
+                format!("must be one of {}", crate::ocr::UrlType::NAMES.join(", ")),
+            ));
+        }
+        for pattern in &self.ocr.oss_hosts {
+            let host = pattern.strip_prefix("*.").unwrap_or(pattern);
+            if host.is_empty() || host.contains('/') || host.contains('*') {
+                return Err(key_error(
+                    "ocr.oss_hosts",
+                    format!("`{pattern}` is not a host name or `*.suffix` pattern"),
+                ));
+            }
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.filter)
             .map_err(|e| key_error("log.filter", e.to_string()))?;

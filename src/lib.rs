@@ -6,6 +6,7 @@
 //! - [`answer`]: one `/answer` exchange, from checked request to streamed events.
 //! - [`limiter`]: the permit queue guarding the upstream's parallel limit.
 //! - [`upstream`]: the model API client; [`demo`]: the built-in offline model (also the test mock).
+//! - [`ocr`]: safe image fetch, Tesseract engine pool, fund-holdings extraction.
 //! - [`store`]: the database and the background log writer that never delays a response.
 //! - [`state`], [`telemetry`]: shared handles and logging.
 
@@ -14,6 +15,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod limiter;
+pub mod ocr;
 pub mod routes;
 pub mod startup;
 pub mod state;

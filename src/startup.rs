@@ -16,6 +16,7 @@ use crate::answer::AnswerContext;
 use crate::config::{Config, ms};
 use crate::demo::{MockKnobs, MockUpstream};
 use crate::limiter::PermitQueue;
+use crate::ocr::OcrService;
 use crate::routes;
 use crate::state::AppState;
 use crate::store::{Database, LogWriter};
@@ -80,13 +81,27 @@ impl Application {
             spill = %config.writer.spill_path.display(),
             "logging exchanges to the database in the background"
         );
-        let log = LogWriter::start(database, &config.writer).with_context(|| {
+        let log = LogWriter::start(database.clone(), &config.writer).with_context(|| {
             format!(
                 "opening the spill file {}",
                 config.writer.spill_path.display()
             )
         })?;
-        let state = AppState::new(config.clone(), answer, log);
+        let ocr = Arc::new(OcrService::new(Arc::new(config.ocr.clone()), log.clone())?);
+        if config.ocr.preload {
+            ocr.pool()
+                .preload()
+                .await
+                .context("starting the OCR engines")?;
+        }
+        tracing::info!(
+            languages = %config.ocr.languages,
+            engines = ocr.pool().size(),
+            preloaded = config.ocr.preload,
+            omp_thread_limit = std::env::var("OMP_THREAD_LIMIT").unwrap_or_default(),
+            "OCR ready"
+        );
+        let state = AppState::new(config.clone(), answer, log, database, ocr);
         let listener = TcpListener::bind(config.bind_addr())
             .await
             .with_context(|| format!("binding server.bind = {}", config.server.bind))?;

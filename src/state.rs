@@ -11,7 +11,8 @@ use tokio_util::task::TaskTracker;
 use crate::answer::{AnswerContext, AnswerEvent, AnswerRequest, Exchange, ExchangeOutcome};
 use crate::config::Config;
 use crate::limiter::Entry;
-use crate::store::{ChatLogRecord, LogWriter};
+use crate::ocr::OcrService;
+use crate::store::{ChatLogRecord, Database, LogWriter};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -23,6 +24,10 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// Hands log records to the background writer; never waits for the database.
     pub log: LogWriter,
+    /// Reads (and corrections) that must see the database itself.
+    pub database: Database,
+    /// The OCR pipeline and its engine pool.
+    pub ocr: Arc<OcrService>,
     /// Set when shutdown begins: new work is refused with 503 and `/health` says so.
     draining: Arc<AtomicBool>,
     /// Exchanges running now, for `/health`.
@@ -30,12 +35,20 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: Arc<Config>, answer: AnswerContext, log: LogWriter) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        answer: AnswerContext,
+        log: LogWriter,
+        database: Database,
+        ocr: Arc<OcrService>,
+    ) -> Self {
         Self {
             config,
             answer,
             tasks: TaskTracker::new(),
             log,
+            database,
+            ocr,
             draining: Arc::new(AtomicBool::new(false)),
             exchanges_open: Arc::new(AtomicUsize::new(0)),
         }

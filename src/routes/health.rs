@@ -27,6 +27,12 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         },
         "exchanges_open": state.exchanges_open(),
         "log_writer": state.log.stats(),
+        "ocr": {
+            "engines": state.ocr.pool().size(),
+            "engines_busy": state.ocr.pool().busy(),
+            "engines_created": state.ocr.pool().created(),
+            "omp_thread_limit": std::env::var("OMP_THREAD_LIMIT").ok(),
+        },
     });
     (status, Json(body))
 }

@@ -2,6 +2,7 @@
 
 pub mod answer;
 pub mod health;
+pub mod ocr;
 pub mod request_id;
 
 use axum::Router;
@@ -16,7 +17,15 @@ use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.server.max_body_bytes;
+    // Uploads carry the image itself: room for it plus the multipart framing.
+    let upload_limit = state.config.ocr.max_image_bytes + 64 * 1024;
+    let ocr_routes = Router::new()
+        .route("/ocr", post(ocr::recognize))
+        .route("/ocr_handler", post(ocr::recognize))
+        .layer(DefaultBodyLimit::max(upload_limit));
     Router::new()
+        .merge(ocr_routes)
+        .route("/ocr/{id}", get(ocr::get).patch(ocr::correct))
         .route("/answer", post(answer::answer))
         .route("/health", get(health::health))
         .route("/actuator/health", get(health::health))

@@ -6,6 +6,6 @@ pub mod records;
 pub mod spill;
 pub mod writer;
 
-pub use db::{Database, StoreError, StoredChatLog};
+pub use db::{Database, StoreError, StoredChatLog, StoredOcrResult};
 pub use records::{ChatLogRecord, LogRecord, OcrResultRecord};
 pub use writer::{LogWriter, WriterStats};

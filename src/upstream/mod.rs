@@ -213,7 +213,7 @@ impl UpstreamClient {
 }
 
 /// The error text a client may see: reqwest's chain without URLs (which could carry secrets).
-fn describe_reqwest(err: reqwest::Error) -> String {
+pub(crate) fn describe_reqwest(err: reqwest::Error) -> String {
     let err = err.without_url();
     let mut text = err.to_string();
     let mut source = std::error::Error::source(&err);

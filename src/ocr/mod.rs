@@ -1,0 +1,267 @@
+//! The OCR pipeline: [`fetch`] the image safely, [`prepare`] it, recognise it with a pooled
+//! Tesseract [`engine`], and [`extract`] the funds. [`OcrService`] runs the whole of it and
+//! hands every result to the log writer.
+
+pub mod engine;
+pub mod extract;
+pub mod fetch;
+pub mod prepare;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::http::StatusCode;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::config::{OcrConfig, ms};
+use crate::error::ApiError;
+use crate::store::{LogWriter, OcrResultRecord};
+
+pub use engine::EnginePool;
+pub use extract::Fund;
+pub use fetch::{ImageFetcher, UrlType};
+
+/// Results kept in memory for `GET /ocr/{id}` before (and after) their row is written.
+const RECENT_RESULTS: usize = 1_000;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum OcrError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("downloading the image failed: {0}")]
+    Download(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("the image has too many pixels: {0}")]
+    TooManyPixels(String),
+    #[error("not a readable image: {0}")]
+    Undecodable(String),
+    #[error("OCR engine: {0}")]
+    Engine(String),
+    #[error("the recognition took longer than {0} ms")]
+    Timeout(u64),
+}
+
+impl OcrError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::Forbidden(_) => "image_url_not_allowed",
+            Self::NotFound(_) => "image_not_found",
+            Self::Download(_) => "image_download_failed",
+            Self::TooLarge(_) => "image_too_large",
+            Self::TooManyPixels(_) => "image_too_many_pixels",
+            Self::Undecodable(_) => "image_undecodable",
+            Self::Engine(_) => "ocr_failed",
+            Self::Timeout(_) => "ocr_timeout",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidRequest(_) | Self::Forbidden(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Download(_) => StatusCode::BAD_GATEWAY,
+            Self::TooLarge(_) | Self::TooManyPixels(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Undecodable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Engine(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+}
+
+impl From<&OcrError> for ApiError {
+    fn from(err: &OcrError) -> Self {
+        ApiError::new(err.status(), err.code(), err.to_string())
+    }
+}
+
+/// Where the image for one recognition comes from.
+#[derive(Debug, Clone)]
+pub struct ImageRequest {
+    pub url_type: UrlType,
+    /// The URL or local path; for uploads, the file name.
+    pub image_url: String,
+    /// The bytes of an upload.
+    pub upload: Option<Bytes>,
+}
+
+/// What a recognition found: the body of `POST /ocr`.
+#[derive(Debug, Clone, Serialize)]
+pub struct OcrResult {
+    pub id: String,
+    pub data: OcrData,
+    pub elapsed_ms: u64,
+    #[serde(skip)]
+    pub image_url: String,
+    #[serde(skip)]
+    pub url_type: UrlType,
+    #[serde(skip)]
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OcrData {
+    /// The first fund's code (what older clients read).
+    pub fund_code: Option<String>,
+    /// The first fund's held shares.
+    pub hold_share: Option<String>,
+    pub funds: Vec<Fund>,
+    pub text: String,
+}
+
+/// The OCR pipeline with its engine pool; shared by the endpoints and the model's tool.
+pub struct OcrService {
+    config: Arc<OcrConfig>,
+    fetcher: ImageFetcher,
+    pool: EnginePool,
+    log: LogWriter,
+    recent: Mutex<Recent>,
+}
+
+#[derive(Default)]
+struct Recent {
+    order: VecDeque<String>,
+    by_id: HashMap<String, OcrResult>,
+}
+
+impl OcrService {
+    pub fn new(config: Arc<OcrConfig>, log: LogWriter) -> anyhow::Result<Self> {
+        Ok(Self {
+            fetcher: ImageFetcher::new(config.clone())?,
+            pool: EnginePool::new(&config.languages, config.engines()),
+            config,
+            log,
+            recent: Mutex::new(Recent::default()),
+        })
+    }
+
+    pub fn pool(&self) -> &EnginePool {
+        &self.pool
+    }
+
+    pub fn config(&self) -> &OcrConfig {
+        &self.config
+    }
+
+    /// Fetches, recognises and extracts, within `ocr.timeout_ms`; logs the outcome either way.
+    pub async fn recognize(
+        &self,
+        request_id: &str,
+        image: ImageRequest,
+    ) -> Result<OcrResult, OcrError> {
+        let started = Instant::now();
+        let created_at = Utc::now();
+        let id = uuid::Uuid::new_v4().to_string();
+        let limit = self.config.timeout_ms;
+        let mut fetch_ms = None;
+        let mut ocr_ms = None;
+        let outcome = tokio::time::timeout(ms(limit), self.run(&image, &mut fetch_ms, &mut ocr_ms))
+            .await
+            .unwrap_or(Err(OcrError::Timeout(limit)));
+        let elapsed_ms = millis(started);
+        let (status, error_code, funds, text) = match &outcome {
+            Ok((funds, text)) => ("ok".to_owned(), None, funds.clone(), text.clone()),
+            Err(err) => (
+                "error".to_owned(),
+                Some(err.code().to_owned()),
+                Vec::new(),
+                String::new(),
+            ),
+        };
+        let first = funds.first();
+        self.log.submit(OcrResultRecord {
+            ocr_id: id.clone(),
+            request_id: request_id.to_owned(),
+            image_url: image.image_url.clone(),
+            url_type: image.url_type.as_str().to_owned(),
+            status,
+            error_code,
+            ocr_fund_code: first.map(|f| f.fund_code.clone()),
+            ocr_hold_share: first.and_then(|f| f.hold_share.clone()),
+            funds: (!funds.is_empty()).then(|| serde_json::json!(funds)),
+            ocr_text: text.clone(),
+            fetch_ms,
+            ocr_ms,
+            elapsed_ms,
+            created_at,
+        });
+        let (funds, text) = outcome?;
+        let result = OcrResult {
+            id,
+            data: OcrData {
+                fund_code: funds.first().map(|f| f.fund_code.clone()),
+                hold_share: funds.first().and_then(|f| f.hold_share.clone()),
+                funds,
+                text,
+            },
+            elapsed_ms,
+            image_url: image.image_url,
+            url_type: image.url_type,
+            created_at,
+        };
+        self.remember(&result);
+        Ok(result)
+    }
+
+    async fn run(
+        &self,
+        image: &ImageRequest,
+        fetch_ms: &mut Option<u64>,
+        ocr_ms: &mut Option<u64>,
+    ) -> Result<(Vec<Fund>, String), OcrError> {
+        let fetch_started = Instant::now();
+        let bytes = match &image.upload {
+            Some(bytes) => bytes.clone(),
+            None => self.fetcher.fetch(image.url_type, &image.image_url).await?,
+        };
+        *fetch_ms = Some(millis(fetch_started));
+        if bytes.len() > self.config.max_image_bytes {
+            return Err(OcrError::TooLarge(format!(
+                "the image is larger than {} bytes",
+                self.config.max_image_bytes
+            )));
+        }
+        let ocr_started = Instant::now();
+        let max_pixels = self.config.max_pixels;
+        let page = tokio::task::spawn_blocking(move || prepare::prepare(&bytes, max_pixels))
+            .await
+            .map_err(|e| OcrError::Engine(format!("image preparation task: {e}")))??;
+        let recognized = self.pool.recognize(page).await?;
+        let funds = extract::extract(&recognized.tsv);
+        *ocr_ms = Some(millis(ocr_started));
+        Ok((funds, recognized.text.trim().to_owned()))
+    }
+
+    fn remember(&self, result: &OcrResult) {
+        let mut recent = self.recent.lock().expect("recent results lock");
+        recent.order.push_back(result.id.clone());
+        recent.by_id.insert(result.id.clone(), result.clone());
+        while recent.order.len() > RECENT_RESULTS {
+            if let Some(old) = recent.order.pop_front() {
+                recent.by_id.remove(&old);
+            }
+        }
+    }
+
+    /// A result of this process still in memory.
+    pub fn recent(&self, id: &str) -> Option<OcrResult> {
+        self.recent
+            .lock()
+            .expect("recent results lock")
+            .by_id
+            .get(id)
+            .cloned()
+    }
+}
+
+fn millis(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,173 @@
+//! From bytes to a clean black-on-white page for Tesseract: sniff the real format, refuse
+//! decompression bombs, go to grayscale, turn dark mode around, and binarize with a local
+//! (adaptive) threshold.
+//!
+//! A page-wide threshold fails on phone screenshots: a coloured header band drags it down and
+//! every light-gray line under it (codes, labels) vanishes, and a gray pill behind a code turns
+//! digits into others. A threshold from each pixel's neighbourhood (Bradley's method over an
+//! integral image) keeps light-gray text on white and dark text on a pill alike.
+
+use std::io::Cursor;
+
+use image::{GrayImage, ImageFormat, ImageReader, Luma};
+
+use super::OcrError;
+
+/// Formats accepted, whatever the file name or Content-Type says.
+const FORMATS: [ImageFormat; 6] = [
+    ImageFormat::Png,
+    ImageFormat::Jpeg,
+    ImageFormat::WebP,
+    ImageFormat::Bmp,
+    ImageFormat::Gif,
+    ImageFormat::Tiff,
+];
+
+/// A pixel is ink when darker than its neighbourhood's mean by this fraction.
+const BRADLEY_T: f32 = 0.15;
+
+/// Decodes `bytes` (at most `max_pixels` pixels) into a binarized grayscale page.
+pub fn prepare(bytes: &[u8], max_pixels: u64) -> Result<GrayImage, OcrError> {
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| OcrError::Undecodable(e.to_string()))?;
+    let format = reader
+        .format()
+        .filter(|f| FORMATS.contains(f))
+        .ok_or_else(|| {
+            OcrError::Undecodable("not a PNG, JPEG, WebP, BMP, GIF or TIFF image".into())
+        })?;
+    let (width, height) = ImageReader::with_format(Cursor::new(bytes), format)
+        .into_dimensions()
+        .map_err(|e| OcrError::Undecodable(format!("{format:?}: {e}")))?;
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > max_pixels {
+        return Err(OcrError::TooManyPixels(format!(
+            "{width}x{height} is {pixels} pixels; at most {max_pixels} are accepted"
+        )));
+    }
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(width);
+    limits.max_image_height = Some(height);
+    limits.max_alloc = Some(max_pixels.saturating_mul(8));
+    reader.limits(limits);
+    let decoded = reader
+        .decode()
+        .map_err(|e| OcrError::Undecodable(format!("{format:?}: {e}")))?;
+    let mut gray = decoded.into_luma8();
+    if is_dark(&gray) {
+        image::imageops::invert(&mut gray);
+    }
+    Ok(binarize(&gray))
+}
+
+/// Dark mode: most of the page is dark.
+fn is_dark(gray: &GrayImage) -> bool {
+    let (sum, count) = gray
+        .pixels()
+        .step_by(7)
+        .fold((0u64, 0u64), |(s, c), p| (s + u64::from(p[0]), c + 1));
+    count > 0 && sum / count < 110
+}
+
+/// Bradley's adaptive threshold: ink where a pixel is `BRADLEY_T` darker than the mean of the
+/// square around it (about a thirtieth of the page wide).
+pub fn binarize(gray: &GrayImage) -> GrayImage {
+    let (w, h) = gray.dimensions();
+    let (wu, hu) = (w as usize, h as usize);
+    if wu == 0 || hu == 0 {
+        return gray.clone();
+    }
+    let mut integral = vec![0u64; (wu + 1) * (hu + 1)];
+    for y in 0..hu {
+        let mut row = 0u64;
+        for x in 0..wu {
+            row += u64::from(gray.get_pixel(x as u32, y as u32)[0]);
+            integral[(y + 1) * (wu + 1) + x + 1] = integral[y * (wu + 1) + x + 1] + row;
+        }
+    }
+    let radius = (w.min(h) / 30).max(8) as usize;
+    GrayImage::from_fn(w, h, |x, y| {
+        let (x, y) = (x as usize, y as usize);
+        let x0 = x.saturating_sub(radius);
+        let y0 = y.saturating_sub(radius);
+        let x1 = (x + radius + 1).min(wu);
+        let y1 = (y + radius + 1).min(hu);
+        let area = ((x1 - x0) * (y1 - y0)) as u64;
+        let sum = integral[y1 * (wu + 1) + x1] + integral[y0 * (wu + 1) + x0]
+            - integral[y0 * (wu + 1) + x1]
+            - integral[y1 * (wu + 1) + x0];
+        let pixel = u64::from(gray.get_pixel(x as u32, y as u32)[0]);
+        let ink = (pixel * area) as f32 <= sum as f32 * (1.0 - BRADLEY_T);
+        Luma([if ink { 0 } else { 255 }])
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(image: &GrayImage) -> Vec<u8> {
+        let mut out = Vec::new();
+        image
+            .write_to(&mut Cursor::new(&mut out), ImageFormat::Png)
+            .expect("encode");
+        out
+    }
+
+    #[test]
+    fn light_gray_text_survives_under_a_dark_band() {
+        // A dark band on top, light-gray "text" on white below: a page-wide threshold would
+        // lose the gray; the local one keeps it as ink and the white as paper.
+        let page = GrayImage::from_fn(300, 300, |x, y| {
+            if y < 80 {
+                Luma([40])
+            } else if (150..160).contains(&y) && (50..250).contains(&x) {
+                Luma([170])
+            } else {
+                Luma([250])
+            }
+        });
+        let out = prepare(&png(&page), 1_000_000).expect("prepared");
+        assert_eq!(out.get_pixel(100, 155)[0], 0, "gray text is ink");
+        assert_eq!(out.get_pixel(100, 220)[0], 255, "white stays paper");
+    }
+
+    #[test]
+    fn dark_mode_is_inverted() {
+        let page = GrayImage::from_fn(200, 200, |x, y| {
+            if (90..100).contains(&y) && (20..180).contains(&x) {
+                Luma([230])
+            } else {
+                Luma([20])
+            }
+        });
+        let out = prepare(&png(&page), 1_000_000).expect("prepared");
+        assert_eq!(out.get_pixel(100, 95)[0], 0, "light text becomes dark ink");
+        assert_eq!(
+            out.get_pixel(100, 20)[0],
+            255,
+            "dark background becomes paper"
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        assert!(matches!(
+            prepare(b"not an image at all", 1_000),
+            Err(OcrError::Undecodable(_))
+        ));
+        let page = GrayImage::new(100, 100);
+        assert!(matches!(
+            prepare(&png(&page), 9_999),
+            Err(OcrError::TooManyPixels(_))
+        ));
+        let mut truncated = png(&GrayImage::new(400, 400));
+        truncated.truncate(60);
+        assert!(matches!(
+            prepare(&truncated, 1_000_000),
+            Err(OcrError::Undecodable(_))
+        ));
+    }
+}

@@ -1,0 +1,290 @@
+//! `POST /ocr` (and the older clients' `POST /ocr_handler`): JSON `{image_url, url_type}` or a
+//! multipart upload with the image in a part named `image`. `GET /ocr/{id}` reads a result back,
+//! and `PATCH /ocr/{id}` stores a person's correction beside the OCR's own values.
+
+use axum::Json;
+use axum::extract::{FromRequest, Multipart, Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::ocr::{ImageRequest, OcrError, UrlType};
+use crate::routes::request_id::RequestId;
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize)]
+struct OcrBody {
+    image_url: Option<Value>,
+    url_type: Option<Value>,
+}
+
+pub async fn recognize(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    let is_multipart = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let image = if is_multipart {
+        let multipart = Multipart::from_request(request, &state)
+            .await
+            .map_err(|e| body_error(e.status(), e.body_text()))?;
+        read_upload(multipart, state.ocr.config().max_image_bytes).await?
+    } else {
+        let body = Bytes::from_request(request, &state)
+            .await
+            .map_err(|e| body_error(e.status(), e.body_text()))?;
+        parse_json(&body)?
+    };
+    let result = state
+        .ocr
+        .recognize(&request_id, image)
+        .await
+        .map_err(|e| ApiError::from(&e))?;
+    Ok((StatusCode::OK, Json(result)).into_response())
+}
+
+fn body_error(status: StatusCode, text: String) -> ApiError {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(status, "image_too_large", "the request body is too large")
+    } else {
+        ApiError::bad_request("invalid_body", text)
+    }
+}
+
+fn parse_json(body: &[u8]) -> Result<ImageRequest, ApiError> {
+    let invalid = |m: String| ApiError::bad_request("invalid_request", m);
+    let body: OcrBody = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request("invalid_json", format!("body is not a JSON object: {e}"))
+    })?;
+    let image_url = match body.image_url {
+        Some(Value::String(url)) if !url.trim().is_empty() => url,
+        Some(Value::String(_)) => return Err(invalid("`image_url` must not be empty".into())),
+        Some(_) => return Err(invalid("`image_url` must be a string".into())),
+        None => return Err(invalid("`image_url` is required".into())),
+    };
+    let url_type = match body.url_type {
+        Some(Value::String(name)) => name,
+        Some(_) => return Err(invalid("`url_type` must be a string".into())),
+        None => return Err(invalid("`url_type` is required".into())),
+    };
+    let url_type = match UrlType::parse(&url_type) {
+        Some(UrlType::Upload) => {
+            return Err(invalid(
+                "`url_type` upload needs a multipart/form-data request with the image in a part named `image`".into(),
+            ));
+        }
+        Some(t) => t,
+        None => {
+            return Err(invalid(format!(
+                "`url_type` `{url_type}` is not one of oss, 7min_local, upload"
+            )));
+        }
+    };
+    Ok(ImageRequest {
+        url_type,
+        image_url,
+        upload: None,
+    })
+}
+
+async fn read_upload(mut multipart: Multipart, cap: usize) -> Result<ImageRequest, ApiError> {
+    let mut image: Option<(String, Bytes)> = None;
+    while let Some(mut field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| body_error(e.status(), e.body_text()))?
+    {
+        match field.name() {
+            Some("image") => {
+                let name = field.file_name().unwrap_or("upload").to_owned();
+                let mut data = Vec::new();
+                while let Some(chunk) = field
+                    .chunk()
+                    .await
+                    .map_err(|e| body_error(e.status(), e.body_text()))?
+                {
+                    if data.len() + chunk.len() > cap {
+                        return Err(ApiError::from(&OcrError::TooLarge(format!(
+                            "the image is larger than {cap} bytes"
+                        ))));
+                    }
+                    data.extend_from_slice(&chunk);
+                }
+                image = Some((name, Bytes::from(data)));
+            }
+            Some("url_type") => {
+                let value = field
+                    .text()
+                    .await
+                    .map_err(|e| body_error(e.status(), e.body_text()))?;
+                if !value.is_empty() && UrlType::parse(&value).is_none() {
+                    return Err(ApiError::bad_request(
+                        "invalid_request",
+                        format!("`url_type` `{value}` is not one of oss, 7min_local, upload"),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    let (name, bytes) = image.ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_request",
+            "the multipart body needs the image in a part named `image`",
+        )
+    })?;
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "the `image` part is empty",
+        ));
+    }
+    Ok(ImageRequest {
+        url_type: UrlType::Upload,
+        image_url: name,
+        upload: Some(bytes),
+    })
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let stored = state.database.ocr_result(&id).await.map_err(store_error)?;
+    if let Some(row) = stored {
+        let funds: Value = row
+            .funds
+            .as_deref()
+            .and_then(|f| serde_json::from_str(f).ok())
+            .unwrap_or_else(|| json!([]));
+        return Ok(Json(json!({
+            "id": row.ocr_id,
+            "request_id": row.request_id,
+            "image_url": row.image_url,
+            "url_type": row.url_type,
+            "status": row.status,
+            "error_code": row.error_code,
+            "data": {
+                "fund_code": row.ocr_fund_code,
+                "hold_share": row.ocr_hold_share,
+                "funds": funds,
+                "text": row.ocr_text,
+            },
+            "update_fund_code": row.update_fund_code,
+            "update_hold_share": row.update_hold_share,
+            "elapsed_ms": row.elapsed_ms,
+            "created_at": row.created_at,
+            "updated_at": row.updated_at,
+        })));
+    }
+    match state.ocr.recent(&id) {
+        Some(result) => Ok(Json(json!({
+            "id": result.id,
+            "image_url": result.image_url,
+            "url_type": result.url_type.as_str(),
+            "status": "ok",
+            "data": result.data,
+            "update_fund_code": null,
+            "update_hold_share": null,
+            "elapsed_ms": result.elapsed_ms,
+            "created_at": result.created_at,
+        }))),
+        None => Err(not_found(&id)),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Correction {
+    update_fund_code: Option<String>,
+    update_hold_share: Option<String>,
+}
+
+pub async fn correct(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let correction: Correction = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_request",
+            format!("body must be {{\"update_fund_code\", \"update_hold_share\"}}: {e}"),
+        )
+    })?;
+    if correction.update_fund_code.is_none() && correction.update_hold_share.is_none() {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "give `update_fund_code`, `update_hold_share` or both",
+        ));
+    }
+    if let Some(code) = &correction.update_fund_code {
+        if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "`update_fund_code` must be 6 digits",
+            ));
+        }
+    }
+    if let Some(share) = &correction.update_hold_share {
+        let valid = share
+            .parse::<f64>()
+            .is_ok_and(|v| v.is_finite() && v >= 0.0)
+            && share.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+        if !valid {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "`update_hold_share` must be a plain decimal number such as 12345.67",
+            ));
+        }
+    }
+    let found = state
+        .database
+        .correct_ocr_result(
+            &id,
+            correction.update_fund_code.as_deref(),
+            correction.update_hold_share.as_deref(),
+        )
+        .await
+        .map_err(store_error)?;
+    if !found {
+        if state.ocr.recent(&id).is_some() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "not_stored_yet",
+                "the result is still on its way to the database; retry in a moment",
+            )
+            .with_retry_after(1));
+        }
+        return Err(not_found(&id));
+    }
+    get(State(state), Path(id)).await
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no OCR result `{id}`"),
+    )
+}
+
+fn store_error(err: crate::store::StoreError) -> ApiError {
+    tracing::warn!(error = %err, "database read failed");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "database_unavailable",
+        "the database cannot be read right now",
+    )
+    .with_retry_after(1)
+}
