@@ -5,9 +5,12 @@
 #   scripts/deps.sh test   also what the tests use (MariaDB, curl)
 set -euo pipefail
 
-want=(pkg-config ca-certificates)
+# Build: bindgen needs libclang; OCR: Tesseract with Chinese and English data.
+want=(pkg-config ca-certificates libclang-dev libtesseract-dev libleptonica-dev
+      tesseract-ocr-chi-sim tesseract-ocr-eng)
 if [[ "${1:-run}" == "test" ]]; then
-    want+=(curl mariadb-server mariadb-client)
+    # Tests: MariaDB, curl, and a CJK font to draw the OCR fixtures.
+    want+=(curl mariadb-server mariadb-client fonts-wqy-zenhei)
 fi
 
 missing=()

@@ -123,3 +123,39 @@ fn runs_on_the_shipped_config_logs_its_address_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn the_binary_runs_with_omp_thread_limit_1_even_when_started_without_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let local = override_file(
+        dir.path(),
+        &format!(
+            "[server]\nbind = \"127.0.0.1:0\"\n[ocr]\npreload = false\n[database]\nurl = \"sqlite://{}/chat.db?mode=rwc\"\n[writer]\nspill_path = \"{}/spill.jsonl\"\n",
+            dir.path().display(),
+            dir.path().display()
+        ),
+    );
+    let child = chat_proxy(&[&shipped_config(), &local])
+        .env_remove("OMP_THREAD_LIMIT")
+        .env_remove("CHAT_PROXY_REEXECUTED")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("binary starts");
+    let mut running = Running(child);
+    let stderr = running.0.stderr.take().expect("stderr piped");
+    let mut lines = BufReader::new(stderr).lines();
+    loop {
+        let line = lines.next().expect("a log line").expect("utf-8");
+        if line.contains("listening on ") {
+            break;
+        }
+    }
+    // Same process (exec keeps the pid), new environment.
+    let environ = std::fs::read(format!("/proc/{}/environ", running.0.id())).expect("environ");
+    let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+    assert!(
+        vars.contains(&&b"OMP_THREAD_LIMIT=1"[..]),
+        "OMP_THREAD_LIMIT=1 is set before libtesseract loads"
+    );
+}

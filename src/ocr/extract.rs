@@ -88,7 +88,7 @@ impl Line {
 }
 
 static SHARE_LABEL: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"持有份额|持仓份额|当前份额|份额[(]份[)]").expect("valid regex"));
+    LazyLock::new(|| Regex::new(r"持有份额|持仓份额|当前份额|份额[(]份[)]?").expect("valid regex"));
 static NUMBER: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\d[\d,.]*\d|\d").expect("valid regex"));
 static SIX_DIGITS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\d{6}").expect("valid regex"));
@@ -265,11 +265,18 @@ fn find_codes(lines: &[Line]) -> Vec<Code> {
         let text = &line.text;
         for m in SIX_DIGITS.find_iter(text) {
             let (start, end) = (m.start(), m.end());
+            let mut before_chars = text[..start].chars().rev().filter(|c| !c.is_whitespace());
             let prev = text[..start].chars().next_back();
+            let prev_visible = before_chars.next();
+            let prev_prev_visible = before_chars.next();
             let mut rest = text[end..].chars();
             let next = rest.next();
             let after_next = rest.next();
-            if prev.is_some_and(|c| c.is_ascii_digit() || matches!(c, '.' | ',' | '-' | '/' | ':'))
+            // Part of a longer number, an amount, a date or a time: not a code. A colon is
+            // fine after a label (`基金代码：005827`), not after a digit (`12:005827`).
+            if prev.is_some_and(|c| c.is_ascii_digit() || matches!(c, '.' | ',' | '-' | '/'))
+                || (prev_visible == Some(':')
+                    && prev_prev_visible.is_some_and(|c| c.is_ascii_digit()))
                 || next.is_some_and(|c| {
                     c.is_ascii_digit() || matches!(c, '元' | '%' | '-' | '/' | ':')
                 })
@@ -508,6 +515,9 @@ fn assign(codes: Vec<Code>, values: Vec<ShareValue>) -> Vec<Fund> {
             )
         })
         .collect();
+    // A bare six-digit number with no fund name beside it and no share is more likely a code
+    // of something else whose label OCR misread (邀请码 read as digits) than a fund.
+    funds.retain(|(_, _, f)| f.name.is_some() || f.hold_share.is_some());
     funds.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
     funds.into_iter().map(|(_, _, f)| f).collect()
 }

@@ -101,6 +101,13 @@ impl ImageFetcher {
         let url = Url::parse(image_url.trim())
             .map_err(|e| OcrError::InvalidRequest(format!("`image_url` is not a URL: {e}")))?;
         check_oss_url(&url, &self.config).map_err(OcrError::Forbidden)?;
+        if let Some(Host::Domain(name)) = url.host() {
+            // Refuse clearly up front; the resolver checks again for every connection.
+            let port = url.port_or_known_default().unwrap_or(443);
+            public_addrs(name, port, self.config.allow_private_networks)
+                .await
+                .map_err(OcrError::Forbidden)?;
+        }
         let response = self.http.get(url).send().await.map_err(download_error)?;
         let status = response.status();
         if !status.is_success() {
@@ -154,7 +161,11 @@ impl ImageFetcher {
 
 fn download_error(err: reqwest::Error) -> OcrError {
     let timed_out = err.is_timeout();
+    let redirect = err.is_redirect();
     let text = crate::upstream::describe_reqwest(err);
+    if redirect || text.contains(NO_PUBLIC_ADDRESS) {
+        return OcrError::Forbidden(text);
+    }
     if timed_out {
         OcrError::Download(format!("the download timed out: {text}"))
     } else {
@@ -275,6 +286,32 @@ pub fn is_public(ip: IpAddr) -> bool {
     }
 }
 
+const NO_PUBLIC_ADDRESS: &str = "resolves to no public address";
+
+/// The host's addresses that may be reached, or why none may.
+async fn public_addrs(
+    host: &str,
+    port: u16,
+    allow_private: bool,
+) -> Result<Vec<SocketAddr>, String> {
+    let found: Vec<SocketAddr> = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::lookup_host((host, port)),
+    )
+    .await
+    .map_err(|_| format!("looking up {host} timed out"))?
+    .map_err(|e| format!("looking up {host}: {e}"))?
+    .collect();
+    let allowed: Vec<SocketAddr> = found
+        .into_iter()
+        .filter(|addr| allow_private || is_public(addr.ip()))
+        .collect();
+    if allowed.is_empty() {
+        return Err(format!("{host} {NO_PUBLIC_ADDRESS}"));
+    }
+    Ok(allowed)
+}
+
 /// Resolves names and keeps only public addresses, so the connection goes exactly where it
 /// was checked (no second lookup for a rebinding answer to slip in).
 struct PublicOnlyResolver {
@@ -285,22 +322,7 @@ impl Resolve for PublicOnlyResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let allow_private = self.allow_private;
         Box::pin(async move {
-            let host = name.as_str().to_owned();
-            let found: Vec<SocketAddr> = tokio::time::timeout(
-                Duration::from_secs(5),
-                tokio::net::lookup_host((host.as_str(), 0)),
-            )
-            .await
-            .map_err(|_| format!("looking up {host} timed out"))??
-            .collect();
-            let allowed: Vec<SocketAddr> = found
-                .iter()
-                .copied()
-                .filter(|addr| allow_private || is_public(addr.ip()))
-                .collect();
-            if allowed.is_empty() {
-                return Err(format!("{host} resolves to no public address").into());
-            }
+            let allowed = public_addrs(name.as_str(), 0, allow_private).await?;
             let addrs: Addrs = Box::new(allowed.into_iter());
             Ok(addrs)
         })

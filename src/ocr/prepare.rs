@@ -59,7 +59,23 @@ pub fn prepare(bytes: &[u8], max_pixels: u64) -> Result<GrayImage, OcrError> {
     if is_dark(&gray) {
         image::imageops::invert(&mut gray);
     }
-    Ok(binarize(&gray))
+    let mut page = binarize(&gray);
+    clear_bars(&mut page);
+    Ok(page)
+}
+
+/// Rows that are almost all ink are no text: they are the edge of a coloured band, which the
+/// local threshold turns into a solid bar that Tesseract reads as junk. They become paper.
+fn clear_bars(page: &mut GrayImage) {
+    let (w, h) = page.dimensions();
+    for y in 0..h {
+        let ink = (0..w).filter(|&x| page.get_pixel(x, y)[0] == 0).count();
+        if ink * 10 >= w as usize * 9 {
+            for x in 0..w {
+                page.put_pixel(x, y, Luma([255]));
+            }
+        }
+    }
 }
 
 /// Dark mode: most of the page is dark.

@@ -2,9 +2,11 @@
 
 mod answer;
 mod faults;
+mod fixtures;
 mod helpers;
 mod load;
 mod mysql;
+mod ocr;
 mod queue;
 mod shutdown;
 mod store;

@@ -1,0 +1,521 @@
+//! The OCR endpoints end to end: fixtures with known codes and shares, every error, SSRF
+//! attempts, and load staying within the engine pool.
+
+use std::sync::Arc;
+
+use chat_proxy::demo::MockKnobs;
+use serde_json::{Value, json};
+
+use crate::fixtures::{Screenshot, catalogue};
+use crate::helpers::{TestApp, spawn_app_with};
+
+pub async fn ocr_app() -> TestApp {
+    spawn_app_with(MockKnobs::default(), |c| {
+        c.ocr.pool_size = 2;
+    })
+    .await
+}
+
+pub async fn upload(
+    app: &TestApp,
+    path: &str,
+    bytes: Vec<u8>,
+    file_name: &str,
+) -> reqwest::Response {
+    let part = reqwest::multipart::Part::bytes(bytes).file_name(file_name.to_owned());
+    let form = reqwest::multipart::Form::new().part("image", part);
+    app.client
+        .post(app.url(path))
+        .multipart(form)
+        .send()
+        .await
+        .expect("upload sent")
+}
+
+fn funds_of(body: &Value) -> Vec<(String, Option<String>)> {
+    body["data"]["funds"]
+        .as_array()
+        .expect("funds array")
+        .iter()
+        .map(|f| {
+            (
+                f["fund_code"].as_str().expect("code").to_owned(),
+                f["hold_share"].as_str().map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
+fn expected(shot: &Screenshot) -> Vec<(String, Option<String>)> {
+    shot.funds
+        .iter()
+        .map(|f| (f.code.to_owned(), Some(f.expected_share())))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fixture_yields_its_codes_and_shares_exactly() {
+    let app = Arc::new(ocr_app().await);
+    let shots = catalogue();
+    let tasks: Vec<_> = shots
+        .iter()
+        .cloned()
+        .map(|(name, shot)| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let bytes = tokio::task::spawn_blocking({
+                    let shot = shot.clone();
+                    move || shot.render()
+                })
+                .await
+                .expect("render");
+                let response = upload(&app, "/ocr", bytes, &format!("{name}.img")).await;
+                assert_eq!(response.status(), 200, "{name}");
+                let body: Value = response.json().await.expect("JSON");
+                (name, shot, body)
+            })
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for task in tasks {
+        let (name, shot, body) = task.await.expect("task");
+        let got = funds_of(&body);
+        let want = expected(&shot);
+        if got != want {
+            failures.push(format!(
+                "{name}: got {got:?}, want {want:?}\n--- text ---\n{}\n--- end ---",
+                body["data"]["text"].as_str().unwrap_or("")
+            ));
+            continue;
+        }
+        assert_eq!(
+            body["data"]["fund_code"],
+            want[0].0.as_str(),
+            "{name}: first fund"
+        );
+        assert_eq!(
+            body["data"]["hold_share"],
+            want[0].1.as_deref().expect("share"),
+            "{name}"
+        );
+        assert!(
+            body["id"].is_string() && body["elapsed_ms"].is_u64(),
+            "{name}: {body}"
+        );
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} fixtures wrong:\n{}",
+        failures.len(),
+        shots.len(),
+        failures.join("\n\n")
+    );
+}
+
+/// A local image server for `oss` downloads: the fixture, a 404, text, a large body, a
+/// redirect and a PNG whose header claims 50,000 x 50,000 pixels.
+async fn image_server(image: Vec<u8>, redirect_to: String) -> std::net::SocketAddr {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+    let bomb = png_bomb();
+    let app = axum::Router::new()
+        .route(
+            "/fund.png",
+            get(move || async move { ([(header::CONTENT_TYPE, "image/png")], image) }),
+        )
+        .route("/missing.png", get(|| async { StatusCode::NOT_FOUND }))
+        .route("/text.png", get(|| async { "this is not an image" }))
+        .route("/big.png", get(|| async { vec![0u8; 300_000] }))
+        .route("/bomb.png", get(move || async move { bomb }))
+        .route(
+            "/redirect.png",
+            get(move || async move {
+                (StatusCode::FOUND, [(header::LOCATION, redirect_to)]).into_response()
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// A 1x1 PNG whose header is rewritten to 50,000 x 50,000 (CRC fixed): a decompression bomb.
+fn png_bomb() -> Vec<u8> {
+    let mut png = crate::fixtures::encode(&image::RgbImage::new(1, 1), None);
+    // IHDR data starts at byte 16: width, height (big endian); CRC after its 13 bytes.
+    png[16..20].copy_from_slice(&50_000u32.to_be_bytes());
+    png[20..24].copy_from_slice(&50_000u32.to_be_bytes());
+    let crc = crc32(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.to_be_bytes());
+    png
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+fn one_fund_png() -> (Vec<u8>, crate::fixtures::FundRow) {
+    let (_, shot) = catalogue()
+        .into_iter()
+        .find(|(n, _)| *n == "detail-720-light")
+        .expect("fixture");
+    (shot.render(), shot.funds[0].clone())
+}
+
+async fn post_ocr(app: &TestApp, path: &str, body: Value) -> (u16, Value, String) {
+    let response = app
+        .client
+        .post(app.url(path))
+        .json(&body)
+        .send()
+        .await
+        .expect("sent");
+    let status = response.status().as_u16();
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    (status, response.json().await.expect("JSON"), request_id)
+}
+
+#[tokio::test]
+async fn json_requests_are_validated_naming_the_field() {
+    let app = ocr_app().await;
+    let cases = [
+        (json!({"url_type": "oss"}), "image_url"),
+        (json!({"image_url": 5, "url_type": "oss"}), "image_url"),
+        (json!({"image_url": "", "url_type": "oss"}), "image_url"),
+        (
+            json!({"image_url": "https://a.oss.aliyuncs.com/x.png"}),
+            "url_type",
+        ),
+        (
+            json!({"image_url": "https://a.oss.aliyuncs.com/x.png", "url_type": 1}),
+            "url_type",
+        ),
+        (
+            json!({"image_url": "https://a.oss.aliyuncs.com/x.png", "url_type": "ftp"}),
+            "url_type",
+        ),
+        (
+            json!({"image_url": "https://a.oss.aliyuncs.com/x.png", "url_type": "upload"}),
+            "url_type",
+        ),
+        (
+            json!({"image_url": "not a url", "url_type": "oss"}),
+            "image_url",
+        ),
+    ];
+    for path in ["/ocr", "/ocr_handler"] {
+        for (body, field) in &cases {
+            let (status, error, _) = post_ocr(&app, path, body.clone()).await;
+            assert_eq!(status, 400, "{path} {body}");
+            let message = error["error"]["message"].as_str().expect("message");
+            assert!(message.contains(field), "{body}: {message}");
+        }
+    }
+    let response = app
+        .client
+        .post(app.url("/ocr"))
+        .body("{nope")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 400);
+}
+
+#[tokio::test]
+async fn oss_download_then_get_and_patch_the_stored_result() {
+    let (png, fund) = one_fund_png();
+    let server = image_server(png, String::new()).await;
+    let app = spawn_app_with(MockKnobs::default(), |c| {
+        c.ocr.allow_private_networks = true;
+        c.ocr.oss_hosts = vec!["127.0.0.1".into()];
+    })
+    .await;
+    let url = format!("http://{server}/fund.png");
+    let (status, body, request_id) = post_ocr(
+        &app,
+        "/ocr_handler",
+        json!({"image_url": url, "url_type": "oss"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["fund_code"], fund.code);
+    assert_eq!(body["data"]["hold_share"], fund.expected_share().as_str());
+    assert_eq!(body["data"]["funds"][0]["name"], fund.name);
+    let id = body["id"].as_str().expect("id").to_owned();
+
+    // The row lands in the background; GET reads it back (or the in-memory copy meanwhile).
+    let mut stored = Value::Null;
+    for _ in 0..100 {
+        stored = app
+            .client
+            .get(app.url(&format!("/ocr/{id}")))
+            .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("JSON");
+        if stored["request_id"].is_string() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(stored["request_id"], request_id.as_str(), "{stored}");
+    assert_eq!(stored["url_type"], "oss");
+    assert_eq!(stored["image_url"], url.as_str());
+    assert_eq!(stored["data"]["fund_code"], fund.code);
+
+    let corrected: Value = app
+        .client
+        .patch(app.url(&format!("/ocr/{id}")))
+        .json(&json!({"update_fund_code": "110011", "update_hold_share": "99.5"}))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(corrected["update_fund_code"], "110011");
+    assert_eq!(corrected["update_hold_share"], "99.5");
+    assert_eq!(
+        corrected["data"]["fund_code"], fund.code,
+        "the OCR's own value is kept"
+    );
+
+    for (body, status) in [
+        (json!({"update_fund_code": "12ab"}), 400),
+        (json!({}), 400),
+        (json!({"update_hold_share": "1,000"}), 400),
+    ] {
+        let response = app
+            .client
+            .patch(app.url(&format!("/ocr/{id}")))
+            .json(&body)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), status, "{body}");
+    }
+    let missing = app
+        .client
+        .get(app.url("/ocr/no-such-id"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(missing.status(), 404);
+    let missing = app
+        .client
+        .patch(app.url("/ocr/no-such-id"))
+        .json(&json!({"update_fund_code": "110011"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(missing.status(), 404);
+}
+
+#[tokio::test]
+async fn download_failures_map_to_their_statuses() {
+    let (png, _) = one_fund_png();
+    let server = image_server(png, String::new()).await;
+    let app = spawn_app_with(MockKnobs::default(), |c| {
+        c.ocr.allow_private_networks = true;
+        c.ocr.oss_hosts = vec!["127.0.0.1".into()];
+        c.ocr.max_image_bytes = 200_000;
+    })
+    .await;
+    for (path, status, code) in [
+        ("missing.png", 502, "image_download_failed"),
+        ("text.png", 422, "image_undecodable"),
+        ("big.png", 413, "image_too_large"),
+        ("bomb.png", 413, "image_too_many_pixels"),
+    ] {
+        let url = format!("http://{server}/{path}");
+        let (got, body, _) =
+            post_ocr(&app, "/ocr", json!({"image_url": url, "url_type": "oss"})).await;
+        assert_eq!(
+            (got, body["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{path}: {body}"
+        );
+    }
+    // A closed port: the download fails.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let (got, body, _) = post_ocr(
+        &app,
+        "/ocr",
+        json!({"image_url": format!("http://{closed}/x.png"), "url_type": "oss"}),
+    )
+    .await;
+    assert_eq!(got, 502, "{body}");
+}
+
+#[tokio::test]
+async fn ssrf_attempts_are_refused() {
+    let server = image_server(Vec::new(), "http://localhost:1/fund.png".into()).await;
+    let app = spawn_app_with(MockKnobs::default(), |c| {
+        // Even listed, internal addresses stay refused while allow_private_networks is false.
+        c.ocr.oss_hosts = vec![
+            "127.0.0.1".into(),
+            "10.0.0.1".into(),
+            "169.254.169.254".into(),
+            "::1".into(),
+            "[::1]".into(),
+            "localhost".into(),
+            "*.aliyuncs.com".into(),
+        ];
+    })
+    .await;
+    for url in [
+        format!("http://{server}/fund.png"),
+        "http://10.0.0.1/x.png".to_owned(),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+        "http://[::1]/x.png".to_owned(),
+        "http://localhost/x.png".to_owned(),
+        "file:///etc/passwd".to_owned(),
+        "http://evil.example.com/x.png".to_owned(),
+    ] {
+        let (status, body, _) =
+            post_ocr(&app, "/ocr", json!({"image_url": url, "url_type": "oss"})).await;
+        assert_eq!(status, 400, "{url}: {body}");
+        assert_eq!(body["error"]["code"], "image_url_not_allowed", "{url}");
+    }
+
+    // With private networks allowed for the test server, a redirect is still checked: here
+    // to a host outside ocr.oss_hosts.
+    let app = spawn_app_with(MockKnobs::default(), |c| {
+        c.ocr.allow_private_networks = true;
+        c.ocr.oss_hosts = vec!["127.0.0.1".into()];
+    })
+    .await;
+    let (status, body, _) = post_ocr(
+        &app,
+        "/ocr",
+        json!({"image_url": format!("http://{server}/redirect.png"), "url_type": "oss"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("image_url_not_allowed")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn local_images_stay_inside_their_folder() {
+    let (png, fund) = one_fund_png();
+    let root = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(root.path().join("2024")).expect("mkdir");
+    std::fs::write(root.path().join("2024/fund.png"), &png).expect("write");
+    let app = spawn_app_with(MockKnobs::default(), |c| {
+        c.ocr.local_root = root.path().to_owned()
+    })
+    .await;
+    let (status, body, _) = post_ocr(
+        &app,
+        "/ocr",
+        json!({"image_url": "2024/fund.png", "url_type": "7min_local"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["fund_code"], fund.code);
+    for (path, status) in [
+        ("../etc/passwd", 400),
+        ("2024/../../x.png", 400),
+        ("2024/none.png", 404),
+    ] {
+        let (got, body, _) = post_ocr(
+            &app,
+            "/ocr",
+            json!({"image_url": path, "url_type": "7min_local"}),
+        )
+        .await;
+        assert_eq!(got, status, "{path}: {body}");
+    }
+    assert!(
+        root.path().join("2024/fund.png").exists(),
+        "the source file is left alone"
+    );
+}
+
+#[tokio::test]
+async fn upload_errors() {
+    let app = spawn_app_with(MockKnobs::default(), |c| c.ocr.max_image_bytes = 50_000).await;
+    let response = upload(&app, "/ocr", b"plain text, not an image".to_vec(), "a.png").await;
+    assert_eq!(response.status(), 422);
+    let response = upload(&app, "/ocr_handler", vec![7u8; 60_000], "big.png").await;
+    assert_eq!(response.status(), 413);
+    let form = reqwest::multipart::Form::new().text("url_type", "upload");
+    let response = app
+        .client
+        .post(app.url("/ocr"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 400, "no image part");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrent_load_stays_within_the_pool() {
+    let app = Arc::new(ocr_app().await);
+    let (png, fund) = one_fund_png();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (app, done) = (app.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut most = 0;
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                let health = app.health().await;
+                most = most.max(health["ocr"]["engines_busy"].as_u64().expect("busy"));
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            most
+        })
+    };
+    let requests: Vec<_> = (0..8)
+        .map(|_| {
+            let (app, png) = (app.clone(), png.clone());
+            tokio::spawn(async move {
+                let response = upload(&app, "/ocr", png, "fund.png").await;
+                assert_eq!(response.status(), 200);
+                response.json::<Value>().await.expect("JSON")
+            })
+        })
+        .collect();
+    for request in requests {
+        let body = request.await.expect("request");
+        assert_eq!(body["data"]["fund_code"], fund.code);
+    }
+    done.store(true, std::sync::atomic::Ordering::Release);
+    let most_busy = watcher.await.expect("watcher");
+    assert!(
+        (1..=2).contains(&most_busy),
+        "8 requests ran on at most 2 engines: {most_busy}"
+    );
+    let health = app.health().await;
+    assert_eq!(health["ocr"]["engines"], 2);
+    assert!(
+        health["ocr"]["engines_created"].as_u64() <= Some(2),
+        "engines are reused: {health}"
+    );
+}
