@@ -224,6 +224,8 @@ pub struct OcrConfig {
     pub default_url_type: String,
     /// Longest a whole recognition may take, download included.
     pub timeout_ms: u64,
+    /// Most images in one `POST /ocr/jobs`.
+    pub max_job_items: usize,
 }
 
 impl Default for OcrConfig {
@@ -242,6 +244,7 @@ impl Default for OcrConfig {
             allow_private_networks: false,
             default_url_type: "oss".into(),
             timeout_ms: 60_000,
+            max_job_items: 1_000,
         }
     }
 }
@@ -418,6 +421,7 @@ impl Config {
         positive("ocr.connect_timeout_ms", self.ocr.connect_timeout_ms)?;
         positive("ocr.fetch_timeout_ms", self.ocr.fetch_timeout_ms)?;
         positive("ocr.timeout_ms", self.ocr.timeout_ms)?;
+        positive("ocr.max_job_items", self.ocr.max_job_items as u64)?;
         if !crate::ocr::UrlType::NAMES.contains(&self.ocr.default_url_type.as_str()) {
             return Err(key_error(
                 "ocr.default_url_type",

@@ -1,9 +1,10 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 use chat_proxy::config::Config;
+use chat_proxy::ocr::batch::recognize_dir;
 use chat_proxy::startup::Application;
 
 /// Streaming proxy between chatbot front ends and an OpenAI-compatible model API.
@@ -11,8 +12,27 @@ use chat_proxy::startup::Application;
 #[command(version, about)]
 struct Cli {
     /// Config file; repeat to layer files, later ones overriding earlier ones key by key.
-    #[arg(long = "config", value_name = "FILE", default_value = "config.toml")]
+    #[arg(
+        long = "config",
+        value_name = "FILE",
+        default_value = "config.toml",
+        global = true
+    )]
     config: Vec<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve HTTP (the default).
+    Serve,
+    /// Recognise every image in DIR, print a JSON line per file, store each result, and delete
+    /// a file once its row is stored (failed files stay). Exits 1 if any file failed.
+    OcrDir {
+        /// The folder of images.
+        dir: PathBuf,
+    },
 }
 
 /// Debian's libtesseract uses OpenMP, which reads `OMP_THREAD_LIMIT` when the library loads,
@@ -47,5 +67,21 @@ async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(&cli.config).context("loading configuration")?;
     chat_proxy::telemetry::init(&config.log);
-    Application::build(config).await?.run_until_stopped().await
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => Application::build(config).await?.run_until_stopped().await,
+        Command::OcrDir { dir } => {
+            let mut stdout = std::io::stdout().lock();
+            let summary = recognize_dir(&config, &dir, &mut stdout).await?;
+            tracing::info!(
+                recognised = summary.recognised,
+                failed = summary.failed,
+                deleted = summary.deleted,
+                "ocr-dir finished"
+            );
+            if summary.failed > 0 {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+    }
 }

@@ -87,7 +87,7 @@ impl Application {
                 config.writer.spill_path.display()
             )
         })?;
-        let ocr = Arc::new(OcrService::new(Arc::new(config.ocr.clone()), log.clone())?);
+        let ocr = Arc::new(OcrService::new(Arc::new(config.ocr.clone()))?);
         if config.ocr.preload {
             ocr.pool()
                 .preload()

@@ -12,6 +12,7 @@ use crate::answer::{AnswerContext, AnswerEvent, AnswerRequest, Exchange, Exchang
 use crate::config::Config;
 use crate::limiter::Entry;
 use crate::ocr::OcrService;
+use crate::ocr::jobs::OcrJobs;
 use crate::store::{ChatLogRecord, Database, LogWriter};
 
 #[derive(Clone)]
@@ -28,6 +29,8 @@ pub struct AppState {
     pub database: Database,
     /// The OCR pipeline and its engine pool.
     pub ocr: Arc<OcrService>,
+    /// Batch OCR jobs in progress and recently finished.
+    pub jobs: Arc<OcrJobs>,
     /// Set when shutdown begins: new work is refused with 503 and `/health` says so.
     draining: Arc<AtomicBool>,
     /// Exchanges running now, for `/health`.
@@ -49,6 +52,7 @@ impl AppState {
             log,
             database,
             ocr,
+            jobs: Arc::new(OcrJobs::default()),
             draining: Arc::new(AtomicBool::new(false)),
             exchanges_open: Arc::new(AtomicUsize::new(0)),
         }

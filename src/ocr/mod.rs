@@ -2,9 +2,11 @@
 //! Tesseract [`engine`], and [`extract`] the funds. [`OcrService`] runs the whole of it and
 //! hands every result to the log writer.
 
+pub mod batch;
 pub mod engine;
 pub mod extract;
 pub mod fetch;
+pub mod jobs;
 pub mod prepare;
 
 use std::collections::{HashMap, VecDeque};
@@ -117,13 +119,20 @@ pub struct OcrData {
     pub text: String,
 }
 
-/// The OCR pipeline with its engine pool; shared by the endpoints and the model's tool.
+/// The OCR pipeline with its engine pool; shared by the endpoints, the batch jobs and the
+/// `ocr-dir` command. It does not log: each caller stores the [`Recognition::record`] its own
+/// way (the background writer, or a direct INSERT when a file waits on it).
 pub struct OcrService {
     config: Arc<OcrConfig>,
     fetcher: ImageFetcher,
     pool: EnginePool,
-    log: LogWriter,
     recent: Mutex<Recent>,
+}
+
+/// A recognition's outcome and the `ocr_results` row that records it, success or not.
+pub struct Recognition {
+    pub outcome: Result<OcrResult, OcrError>,
+    pub record: OcrResultRecord,
 }
 
 #[derive(Default)]
@@ -133,12 +142,11 @@ struct Recent {
 }
 
 impl OcrService {
-    pub fn new(config: Arc<OcrConfig>, log: LogWriter) -> anyhow::Result<Self> {
+    pub fn new(config: Arc<OcrConfig>) -> anyhow::Result<Self> {
         Ok(Self {
             fetcher: ImageFetcher::new(config.clone())?,
             pool: EnginePool::new(&config.languages, config.engines()),
             config,
-            log,
             recent: Mutex::new(Recent::default()),
         })
     }
@@ -151,12 +159,21 @@ impl OcrService {
         &self.config
     }
 
-    /// Fetches, recognises and extracts, within `ocr.timeout_ms`; logs the outcome either way.
-    pub async fn recognize(
+    /// Fetches, recognises and extracts, within `ocr.timeout_ms`, and hands the record to the
+    /// log writer either way.
+    pub async fn recognize_logged(
         &self,
+        log: &LogWriter,
         request_id: &str,
         image: ImageRequest,
     ) -> Result<OcrResult, OcrError> {
+        let recognition = self.recognize(request_id, image).await;
+        log.submit(recognition.record);
+        recognition.outcome
+    }
+
+    /// Fetches, recognises and extracts, within `ocr.timeout_ms`.
+    pub async fn recognize(&self, request_id: &str, image: ImageRequest) -> Recognition {
         let started = Instant::now();
         let created_at = Utc::now();
         let id = uuid::Uuid::new_v4().to_string();
@@ -177,7 +194,7 @@ impl OcrService {
             ),
         };
         let first = funds.first();
-        self.log.submit(OcrResultRecord {
+        let record = OcrResultRecord {
             ocr_id: id.clone(),
             request_id: request_id.to_owned(),
             image_url: image.image_url.clone(),
@@ -192,8 +209,16 @@ impl OcrService {
             ocr_ms,
             elapsed_ms,
             created_at,
-        });
-        let (funds, text) = outcome?;
+        };
+        let (funds, text) = match outcome {
+            Ok(found) => found,
+            Err(err) => {
+                return Recognition {
+                    outcome: Err(err),
+                    record,
+                };
+            }
+        };
         let result = OcrResult {
             id,
             data: OcrData {
@@ -208,7 +233,10 @@ impl OcrService {
             created_at,
         };
         self.remember(&result);
-        Ok(result)
+        Recognition {
+            outcome: Ok(result),
+            record,
+        }
     }
 
     async fn run(

@@ -25,6 +25,8 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(upload_limit));
     Router::new()
         .merge(ocr_routes)
+        .route("/ocr/jobs", post(ocr::create_job))
+        .route("/ocr/jobs/{id}", get(ocr::get_job))
         .route("/ocr/{id}", get(ocr::get).patch(ocr::correct))
         .route("/answer", post(answer::answer))
         .route("/health", get(health::health))

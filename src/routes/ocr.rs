@@ -3,7 +3,7 @@
 //! and `PATCH /ocr/{id}` stores a person's correction beside the OCR's own values.
 
 use axum::Json;
-use axum::extract::{FromRequest, Multipart, Path, Request, State};
+use axum::extract::{Extension, FromRequest, Multipart, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -11,15 +11,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
+use crate::ocr::jobs::Job;
 use crate::ocr::{ImageRequest, OcrError, UrlType};
 use crate::routes::request_id::RequestId;
 use crate::state::AppState;
-
-#[derive(Debug, Deserialize)]
-struct OcrBody {
-    image_url: Option<Value>,
-    url_type: Option<Value>,
-}
 
 pub async fn recognize(
     State(state): State<AppState>,
@@ -48,7 +43,7 @@ pub async fn recognize(
     };
     let result = state
         .ocr
-        .recognize(&request_id, image)
+        .recognize_logged(&state.log, &request_id, image)
         .await
         .map_err(|e| ApiError::from(&e))?;
     Ok((StatusCode::OK, Json(result)).into_response())
@@ -63,31 +58,43 @@ fn body_error(status: StatusCode, text: String) -> ApiError {
 }
 
 fn parse_json(body: &[u8]) -> Result<ImageRequest, ApiError> {
+    let body: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("body is not JSON: {e}")))?;
+    parse_item(&body, "")
+}
+
+/// One `{image_url, url_type}`; `at` prefixes the field names in messages (`items[3].`).
+fn parse_item(item: &Value, at: &str) -> Result<ImageRequest, ApiError> {
     let invalid = |m: String| ApiError::bad_request("invalid_request", m);
-    let body: OcrBody = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request("invalid_json", format!("body is not a JSON object: {e}"))
-    })?;
-    let image_url = match body.image_url {
-        Some(Value::String(url)) if !url.trim().is_empty() => url,
-        Some(Value::String(_)) => return Err(invalid("`image_url` must not be empty".into())),
-        Some(_) => return Err(invalid("`image_url` must be a string".into())),
-        None => return Err(invalid("`image_url` is required".into())),
+    let Some(object) = item.as_object() else {
+        return Err(invalid(format!(
+            "`{}` must be an object with image_url and url_type",
+            at.trim_end_matches('.')
+        )));
     };
-    let url_type = match body.url_type {
-        Some(Value::String(name)) => name,
-        Some(_) => return Err(invalid("`url_type` must be a string".into())),
-        None => return Err(invalid("`url_type` is required".into())),
+    let image_url = match object.get("image_url") {
+        Some(Value::String(url)) if !url.trim().is_empty() => url.clone(),
+        Some(Value::String(_)) => {
+            return Err(invalid(format!("`{at}image_url` must not be empty")));
+        }
+        Some(_) => return Err(invalid(format!("`{at}image_url` must be a string"))),
+        None => return Err(invalid(format!("`{at}image_url` is required"))),
     };
-    let url_type = match UrlType::parse(&url_type) {
+    let url_type = match object.get("url_type") {
+        Some(Value::String(name)) => name.as_str(),
+        Some(_) => return Err(invalid(format!("`{at}url_type` must be a string"))),
+        None => return Err(invalid(format!("`{at}url_type` is required"))),
+    };
+    let url_type = match UrlType::parse(url_type) {
         Some(UrlType::Upload) => {
-            return Err(invalid(
-                "`url_type` upload needs a multipart/form-data request with the image in a part named `image`".into(),
-            ));
+            return Err(invalid(format!(
+                "`{at}url_type` upload needs a multipart/form-data request with the image in a part named `image`"
+            )));
         }
         Some(t) => t,
         None => {
             return Err(invalid(format!(
-                "`url_type` `{url_type}` is not one of oss, 7min_local, upload"
+                "`{at}url_type` `{url_type}` is not one of oss, 7min_local, upload"
             )));
         }
     };
@@ -95,6 +102,77 @@ fn parse_json(body: &[u8]) -> Result<ImageRequest, ApiError> {
         url_type,
         image_url,
         upload: None,
+    })
+}
+
+/// `POST /ocr/jobs`: a JSON list of `{image_url, url_type}` (or `{"items": [...]}`); 202 with
+/// the job id at once.
+pub async fn create_job(
+    State(state): State<AppState>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let body: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("body is not JSON: {e}")))?;
+    let items = match &body {
+        Value::Array(items) => items,
+        Value::Object(o) => o.get("items").and_then(Value::as_array).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_request",
+                "`items` must be a list of {image_url, url_type}",
+            )
+        })?,
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "body must be a list of {image_url, url_type}",
+            ));
+        }
+    };
+    let limit = state.config.ocr.max_job_items;
+    if items.is_empty() || items.len() > limit {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!(
+                "`items` must hold 1 to {limit} images; it holds {}",
+                items.len()
+            ),
+        ));
+    }
+    let images = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| parse_item(item, &format!("items[{i}].")))
+        .collect::<Result<Vec<_>, _>>()?;
+    if state.is_draining() {
+        return Err(ApiError::shutting_down());
+    }
+    let total = images.len();
+    let job_id = state.jobs.start(
+        state.ocr.clone(),
+        state.log.clone(),
+        request_id,
+        images,
+        &state.tasks,
+        state.answer.stop_streams.clone(),
+    );
+    let status_url = format!("/ocr/jobs/{job_id}");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"job_id": job_id, "total": total, "status_url": status_url})),
+    ))
+}
+
+pub async fn get_job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
+    state.jobs.get(&id).map(Json).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no OCR job `{id}`"),
+        )
     })
 }
 

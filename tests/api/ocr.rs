@@ -519,3 +519,156 @@ async fn a_concurrent_load_stays_within_the_pool() {
         "engines are reused: {health}"
     );
 }
+
+#[tokio::test]
+async fn batch_jobs_run_in_the_background_and_report_each_item() {
+    let (png, fund) = one_fund_png();
+    let root = tempfile::tempdir().expect("temp dir");
+    std::fs::write(root.path().join("a.png"), &png).expect("write");
+    std::fs::write(root.path().join("b.png"), &png).expect("write");
+    let app = spawn_app_with(MockKnobs::default(), |c| {
+        c.ocr.local_root = root.path().to_owned()
+    })
+    .await;
+
+    let bad = [
+        (json!([]), "items"),
+        (json!({"items": "x"}), "items"),
+        (
+            json!([{"image_url": "a.png", "url_type": "7min_local"}, {"image_url": "b.png"}]),
+            "items[1].url_type",
+        ),
+    ];
+    for (body, field) in bad {
+        let (status, error, _) = post_ocr(&app, "/ocr/jobs", body.clone()).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .expect("message")
+                .contains(field),
+            "{error}"
+        );
+    }
+
+    let items = json!({"items": [
+        {"image_url": "a.png", "url_type": "7min_local"},
+        {"image_url": "missing.png", "url_type": "7min_local"},
+        {"image_url": "b.png", "url_type": "7min_local"},
+    ]});
+    let (status, created, _) = post_ocr(&app, "/ocr/jobs", items).await;
+    assert_eq!(status, 202, "{created}");
+    assert_eq!(created["total"], 3);
+    let job_url = app.url(created["status_url"].as_str().expect("status url"));
+    let mut job = Value::Null;
+    for _ in 0..200 {
+        job = app
+            .client
+            .get(&job_url)
+            .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("JSON");
+        if job["status"] == "done" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(job["status"], "done", "{job}");
+    assert_eq!(
+        (job["done"].as_u64(), job["failed"].as_u64()),
+        (Some(3), Some(1))
+    );
+    let items = job["items"].as_array().expect("items");
+    assert_eq!(items[0]["status"], "ok");
+    assert_eq!(items[0]["result"]["data"]["fund_code"], fund.code);
+    assert_eq!(items[1]["status"], "error");
+    assert_eq!(items[1]["error"]["code"], "image_not_found");
+    assert_eq!(
+        items[2]["result"]["data"]["hold_share"],
+        fund.expected_share().as_str()
+    );
+    let missing = app
+        .client
+        .get(app.url("/ocr/jobs/nope"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(missing.status(), 404);
+}
+
+#[tokio::test]
+async fn ocr_dir_deletes_a_file_only_once_its_row_is_stored() {
+    let (png, fund) = one_fund_png();
+    let images = tempfile::tempdir().expect("temp dir");
+    std::fs::write(images.path().join("one.png"), &png).expect("write");
+    std::fs::write(images.path().join("two.jpg"), &png).expect("write");
+    std::fs::write(images.path().join("broken.png"), b"not an image").expect("write");
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut config = chat_proxy::config::Config::default();
+    config.database.url = format!("sqlite://{}?mode=rwc", data.path().join("ocr.db").display());
+    config.ocr.pool_size = 2;
+
+    // The database away: nothing is deleted.
+    let mut away = config.clone();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    away.database.url = format!("mysql://root@{closed}/none");
+    away.database.connect_timeout_ms = 500;
+    let mut out = Vec::new();
+    assert!(
+        chat_proxy::ocr::batch::recognize_dir(&away, images.path(), &mut out)
+            .await
+            .is_err()
+    );
+    assert_eq!(std::fs::read_dir(images.path()).expect("dir").count(), 3);
+
+    let mut out = Vec::new();
+    let summary = chat_proxy::ocr::batch::recognize_dir(&config, images.path(), &mut out)
+        .await
+        .expect("run");
+    assert_eq!(
+        (summary.recognised, summary.failed, summary.deleted),
+        (2, 1, 2)
+    );
+    let lines: Vec<Value> = String::from_utf8(out)
+        .expect("utf-8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for line in &lines {
+        if line["file"].as_str().expect("file").ends_with("broken.png") {
+            assert_eq!(line["status"], "error");
+            assert_eq!(line["deleted"], false);
+        } else {
+            assert_eq!(line["data"]["fund_code"], fund.code, "{line}");
+            assert_eq!(line["deleted"], true);
+        }
+    }
+    let left: Vec<_> = std::fs::read_dir(images.path())
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("broken.png")]);
+    let db = chat_proxy::store::Database::connect_lazy(&config.database).expect("url");
+    for line in &lines {
+        let row = db
+            .ocr_result(line["id"].as_str().expect("id"))
+            .await
+            .expect("read")
+            .expect("row stored");
+        assert_eq!(
+            row.status,
+            if line["status"] == "ok" {
+                "ok"
+            } else {
+                "error"
+            }
+        );
+    }
+}
