@@ -6,7 +6,7 @@ run:
 	scripts/deps.sh run
 	cargo run --release -- --config config.toml
 
-# Run every test: unit, end to end, and the MySQL tests against MariaDB on 127.0.0.1:3306.
+# Run every test: unit, end to end, OCR, and the MySQL tests against MariaDB on 127.0.0.1:3306.
 test:
 	scripts/deps.sh test
 	scripts/mariadb-up.sh
@@ -18,3 +18,4 @@ bench:
 	scripts/mariadb-up.sh
 	cargo bench --bench answer
 	cargo bench --bench log_writer
+	cargo bench --bench ocr

@@ -1,0 +1,191 @@
+//! OCR benchmark: prints numbers, asserts nothing (results go in BENCHMARKS.md).
+//!
+//! On one generated 1080x1920 holdings screenshot: engine start-up, per-image latency and
+//! images/s through the pipeline (prepare, pooled engine, extraction) at 1 and 2 at once, next
+//! to the `tesseract` command-line tool on the same image in the same run.
+//!
+//!   cargo bench --bench ocr
+
+#[path = "../tests/api/fixtures.rs"]
+#[allow(
+    dead_code,
+    reason = "the benchmark uses only part of the test fixtures"
+)]
+mod fixtures;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chat_proxy::config::OcrConfig;
+use chat_proxy::ocr::{EnginePool, ImageRequest, OcrService, UrlType};
+use futures::StreamExt;
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(run());
+}
+
+fn screenshot() -> Vec<u8> {
+    let shot = fixtures::Screenshot {
+        layout: fixtures::Layout::CardsLabelAbove,
+        width: 1080,
+        dark: false,
+        jpeg: None,
+        label: "持有份额",
+        funds: vec![
+            fixtures::yifangda(),
+            fixtures::zhaoshang(),
+            fixtures::zhongou(),
+            fixtures::huaxia(),
+        ],
+    };
+    let full = image::load_from_memory(&shot.render())
+        .expect("rendered")
+        .to_rgb8();
+    let cropped = image::imageops::crop_imm(&full, 0, 0, 1080, 1920.min(full.height())).to_image();
+    let mut page = image::RgbImage::from_pixel(1080, 1920, image::Rgb([255, 255, 255]));
+    image::imageops::overlay(&mut page, &cropped, 0, 0);
+    fixtures::encode(&page, None)
+}
+
+fn mean_ms(samples: &[Duration]) -> f64 {
+    samples.iter().map(Duration::as_secs_f64).sum::<f64>() / samples.len() as f64 * 1e3
+}
+
+async fn run() {
+    let png = screenshot();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("holdings-1080x1920.png");
+    std::fs::write(&path, &png).expect("write image");
+    println!(
+        "image: 1080x1920 PNG, {} KB; OMP_THREAD_LIMIT={}",
+        png.len() / 1024,
+        std::env::var("OMP_THREAD_LIMIT").unwrap_or_else(|_| "(unset)".into())
+    );
+
+    println!();
+    println!("## Engine start-up");
+    let mut starts = Vec::new();
+    for _ in 0..3 {
+        let pool = EnginePool::new("chi_sim+eng", 1);
+        let started = Instant::now();
+        pool.preload().await.expect("engine starts");
+        starts.push(started.elapsed());
+    }
+    println!(
+        "one engine (chi_sim+eng): {:.0} ms (mean of 3)",
+        mean_ms(&starts)
+    );
+
+    let config = Arc::new(OcrConfig {
+        pool_size: 2,
+        ..OcrConfig::default()
+    });
+    let ocr = Arc::new(OcrService::new(config).expect("service"));
+    ocr.pool().preload().await.expect("engines");
+    let request = || ImageRequest {
+        url_type: UrlType::Upload,
+        image_url: "bench.png".into(),
+        upload: Some(Bytes::from(png.clone())),
+    };
+    let first = ocr
+        .recognize("bench", request())
+        .await
+        .outcome
+        .expect("recognised");
+    let found: Vec<_> = first
+        .data
+        .funds
+        .iter()
+        .map(|f| format!("{} {}", f.fund_code, f.hold_share.as_deref().unwrap_or("-")))
+        .collect();
+    println!("found: {}", found.join(", "));
+
+    println!();
+    println!("## Per image and images/s (chat-proxy pipeline, engines reused)");
+    let mut latencies = Vec::new();
+    for _ in 0..10 {
+        let started = Instant::now();
+        ocr.recognize("bench", request())
+            .await
+            .outcome
+            .expect("recognised");
+        latencies.push(started.elapsed());
+    }
+    println!(
+        "one at a time: {:.0} ms per image (mean of 10)",
+        mean_ms(&latencies)
+    );
+    for concurrency in [1, 2] {
+        let images = 20;
+        let started = Instant::now();
+        futures::stream::iter(0..images)
+            .for_each_concurrent(concurrency, |_| {
+                let ocr = ocr.clone();
+                let request = request();
+                async move {
+                    ocr.recognize("bench", request)
+                        .await
+                        .outcome
+                        .expect("recognised");
+                }
+            })
+            .await;
+        let rate = images as f64 / started.elapsed().as_secs_f64();
+        println!("{concurrency} at once: {rate:.2} images/s");
+    }
+
+    println!();
+    println!("## tesseract command-line tool on the same image (--psm 6, same languages)");
+    for (label, limit) in [
+        ("OMP_THREAD_LIMIT=1", Some("1")),
+        ("OMP_THREAD_LIMIT unset", None),
+    ] {
+        let mut runs = Vec::new();
+        for _ in 0..5 {
+            let mut command = Command::new("tesseract");
+            command
+                .arg(&path)
+                .args(["-", "-l", "chi_sim+eng", "--psm", "6"]);
+            match limit {
+                Some(v) => command.env("OMP_THREAD_LIMIT", v),
+                None => command.env_remove("OMP_THREAD_LIMIT"),
+            };
+            let started = Instant::now();
+            let output = command
+                .output()
+                .expect("tesseract CLI (apt-get install tesseract-ocr)");
+            assert!(output.status.success());
+            runs.push(started.elapsed());
+        }
+        println!(
+            "{label}: {:.0} ms per image (mean of 5, process start included)",
+            mean_ms(&runs)
+        );
+    }
+    let started = Instant::now();
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            Command::new("tesseract")
+                .arg(&path)
+                .args(["-", "-l", "chi_sim+eng", "--psm", "6"])
+                .env("OMP_THREAD_LIMIT", "1")
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("tesseract")
+        })
+        .collect();
+    for mut child in children {
+        child.wait().expect("tesseract ends");
+    }
+    println!(
+        "2 CLI processes at once: {:.2} images/s",
+        2.0 / started.elapsed().as_secs_f64()
+    );
+}
