@@ -23,6 +23,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub writer: WriterConfig,
     pub ocr: OcrConfig,
+    pub tools: ToolsConfig,
+    pub prompts: PromptsConfig,
     pub log: LogConfig,
 }
 
@@ -259,6 +261,39 @@ impl OcrConfig {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ToolsConfig {
+    /// Offer the model the `ocr_image` tool on `/answer`.
+    pub enabled: bool,
+    /// Most tool rounds in one answer; after that the model is asked once more without tools.
+    pub max_rounds: usize,
+}
+
+impl Default for ToolsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_rounds: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PromptsConfig {
+    /// Folder with `system.txt` and `ocr_tool.txt`, read at start-up.
+    pub dir: PathBuf,
+}
+
+impl Default for PromptsConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("prompts"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -422,6 +457,7 @@ impl Config {
         positive("ocr.fetch_timeout_ms", self.ocr.fetch_timeout_ms)?;
         positive("ocr.timeout_ms", self.ocr.timeout_ms)?;
         positive("ocr.max_job_items", self.ocr.max_job_items as u64)?;
+        positive("tools.max_rounds", self.tools.max_rounds as u64)?;
         if !crate::ocr::UrlType::NAMES.contains(&self.ocr.default_url_type.as_str()) {
             return Err(key_error(
                 "ocr.default_url_type",

@@ -50,6 +50,12 @@ pub struct MockKnobs {
     pub fault_requests: Option<usize>,
     /// Keep each request body for [`MockUpstream::requests`].
     pub record_requests: bool,
+    /// Size of the fragments a tool call's arguments are streamed in.
+    pub tool_fragment: usize,
+    /// Ask for a tool every time tools are offered (to reach the round limit).
+    pub tool_loop: bool,
+    /// `url_type` to put in tool calls (none: the proxy's default).
+    pub tool_url_type: Option<String>,
 }
 
 impl Default for MockKnobs {
@@ -61,6 +67,9 @@ impl Default for MockKnobs {
             fault: None,
             fault_requests: None,
             record_requests: false,
+            tool_fragment: 7,
+            tool_loop: false,
+            tool_url_type: None,
         }
     }
 }
@@ -204,9 +213,29 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, body: Bytes) -> Res
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let question = last_user_text(&request);
-    let pieces = reply_pieces(&question, knobs.tokens);
     let prompt_tokens = question.split_whitespace().count() as u64;
-    let frames = build_frames(&model, &pieces, prompt_tokens, include_usage, fault);
+    let offered_tools = request
+        .get("tools")
+        .and_then(Value::as_array)
+        .is_some_and(|t| !t.is_empty());
+    let last_role = request
+        .pointer("/messages")
+        .and_then(Value::as_array)
+        .and_then(|m| m.last())
+        .and_then(|m| m.get("role"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let urls = image_urls(&request);
+    let frames = if offered_tools && (knobs.tool_loop || (last_role == "user" && !urls.is_empty()))
+    {
+        tool_call_frames(&model, &urls, &knobs, include_usage)
+    } else if last_role == "tool" {
+        let pieces = tool_answer_pieces(&request);
+        build_frames(&model, &pieces, prompt_tokens, include_usage, fault)
+    } else {
+        let pieces = reply_pieces(&question, knobs.tokens);
+        build_frames(&model, &pieces, prompt_tokens, include_usage, fault)
+    };
 
     let token_delay = knobs.token_delay;
     let body = stream::unfold(
@@ -319,6 +348,151 @@ fn build_frames(
     }
     frames.push(Frame::Data(Bytes::from_static(b"data: [DONE]\n\n")));
     frames
+}
+
+/// Image links in the last `user` message: URLs in its text and its `image_url` parts.
+fn image_urls(request: &Value) -> Vec<String> {
+    static URL: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r#"https?://[^\s"'<>)]+"#).expect("valid regex")
+    });
+    let Some(message) = request
+        .get("messages")
+        .and_then(Value::as_array)
+        .and_then(|m| {
+            m.iter()
+                .rev()
+                .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+        })
+    else {
+        return Vec::new();
+    };
+    let mut urls: Vec<String> = URL
+        .find_iter(&last_user_text(request))
+        .map(|m| m.as_str().to_owned())
+        .collect();
+    if let Some(parts) = message.get("content").and_then(Value::as_array) {
+        urls.extend(
+            parts
+                .iter()
+                .filter_map(|p| p.pointer("/image_url/url").and_then(Value::as_str))
+                .map(str::to_owned),
+        );
+    }
+    urls
+}
+
+/// A streamed answer that calls `ocr_image` once per URL: the first call shares its chunk
+/// with some content, arguments come in `tool_fragment`-sized pieces, and the calls are
+/// interleaved by `index`.
+fn tool_call_frames(
+    model: &str,
+    urls: &[String],
+    knobs: &MockKnobs,
+    include_usage: bool,
+) -> Vec<Frame> {
+    let id = format!("chatcmpl-demo-{}", uuid::Uuid::new_v4().simple());
+    let urls: Vec<String> = if urls.is_empty() {
+        vec!["http://127.0.0.1:1/none.png".to_owned()]
+    } else {
+        urls.to_vec()
+    };
+    let chunk = |delta: Value, finish: Value| {
+        let value = json!({
+            "id": id, "object": "chat.completion.chunk", "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        });
+        Frame::Content(Bytes::from(format!("data: {value}\n\n")))
+    };
+    let arguments: Vec<String> = urls
+        .iter()
+        .map(|url| {
+            let mut args = json!({"image_url": url});
+            if let Some(url_type) = &knobs.tool_url_type {
+                args["url_type"] = json!(url_type);
+            }
+            args.to_string()
+        })
+        .collect();
+    let mut frames = Vec::new();
+    for (i, _) in arguments.iter().enumerate() {
+        let call = json!([{"index": i, "id": format!("call_{i}_{}", uuid::Uuid::new_v4().simple()),
+            "type": "function", "function": {"name": "ocr_image", "arguments": ""}}]);
+        let delta = if i == 0 {
+            json!({"role": "assistant", "content": "Let me read that. ", "tool_calls": call})
+        } else {
+            json!({"tool_calls": call})
+        };
+        frames.push(chunk(delta, Value::Null));
+    }
+    let size = knobs.tool_fragment.max(1);
+    let pieces: Vec<Vec<String>> = arguments
+        .iter()
+        .map(|a| {
+            a.chars()
+                .collect::<Vec<_>>()
+                .chunks(size)
+                .map(|c| c.iter().collect())
+                .collect()
+        })
+        .collect();
+    let longest = pieces.iter().map(Vec::len).max().unwrap_or(0);
+    for k in 0..longest {
+        for (i, call_pieces) in pieces.iter().enumerate() {
+            if let Some(piece) = call_pieces.get(k) {
+                let delta = json!({"tool_calls": [{"index": i, "function": {"arguments": piece}}]});
+                frames.push(chunk(delta, Value::Null));
+            }
+        }
+    }
+    let tail = |value: Value| Frame::Data(Bytes::from(format!("data: {value}\n\n")));
+    frames.push(tail(json!({
+        "id": id, "object": "chat.completion.chunk", "model": model,
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}],
+    })));
+    if include_usage {
+        frames.push(tail(json!({
+            "id": id, "object": "chat.completion.chunk", "model": model, "choices": [],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+        })));
+    }
+    frames.push(Frame::Data(Bytes::from_static(b"data: [DONE]\n\n")));
+    frames
+}
+
+/// The answer after tool results: each fund the tools found, or what failed.
+fn tool_answer_pieces(request: &Value) -> Vec<String> {
+    let messages = request
+        .get("messages")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let since = messages
+        .iter()
+        .rposition(|m| m.get("role").and_then(Value::as_str) == Some("assistant"))
+        .map_or(0, |i| i + 1);
+    let mut text = String::from("From the screenshot: ");
+    for message in &messages[since..] {
+        let content = message.get("content").and_then(Value::as_str).unwrap_or("");
+        let result: Value = serde_json::from_str(content).unwrap_or(Value::Null);
+        if result["ok"] == true {
+            for fund in result["funds"].as_array().into_iter().flatten() {
+                text.push_str(&format!(
+                    "fund {} holds {} shares. ",
+                    fund["fund_code"].as_str().unwrap_or("?"),
+                    fund["hold_share"].as_str().unwrap_or("?")
+                ));
+            }
+        } else {
+            text.push_str(&format!(
+                "the tool failed: {}. ",
+                result
+                    .pointer("/error/code")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown")
+            ));
+        }
+    }
+    text.split_inclusive(' ').map(str::to_owned).collect()
 }
 
 /// Text of the last `user` message (string content, or the text parts of an array).

@@ -7,6 +7,7 @@
 //! - [`limiter`]: the permit queue guarding the upstream's parallel limit.
 //! - [`upstream`]: the model API client; [`demo`]: the built-in offline model (also the test mock).
 //! - [`ocr`]: safe image fetch, Tesseract engine pool, fund-holdings extraction.
+//! - [`prompts`]: the prompt templates read from `prompts/` at start-up.
 //! - [`store`]: the database and the background log writer that never delays a response.
 //! - [`state`], [`telemetry`]: shared handles and logging.
 
@@ -16,6 +17,7 @@ pub mod demo;
 pub mod error;
 pub mod limiter;
 pub mod ocr;
+pub mod prompts;
 pub mod routes;
 pub mod startup;
 pub mod state;

@@ -13,10 +13,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::answer::AnswerContext;
+use crate::answer::tools::ToolBox;
 use crate::config::{Config, ms};
 use crate::demo::{MockKnobs, MockUpstream};
 use crate::limiter::PermitQueue;
 use crate::ocr::OcrService;
+use crate::prompts::Prompts;
 use crate::routes;
 use crate::state::AppState;
 use crate::store::{Database, LogWriter};
@@ -35,6 +37,8 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let config = Arc::new(config);
+        // Templates first: a broken prompt stops start-up before anything else is started.
+        let prompts = Prompts::load(&config.prompts.dir).context("loading the prompt templates")?;
         let (base_url, demo, model_label) = if config.upstream.is_demo() {
             let demo = MockUpstream::start(MockKnobs {
                 first_chunk_delay: ms(config.demo.first_chunk_delay_ms),
@@ -69,12 +73,6 @@ impl Application {
             config.limits.max_queue,
             ms(config.limits.queue_timeout_ms),
         );
-        let answer = AnswerContext {
-            upstream: Arc::new(upstream),
-            model_label,
-            queue,
-            stop_streams: CancellationToken::new(),
-        };
         let database = Database::connect_lazy(&config.database).context("opening the database")?;
         tracing::info!(
             database = %Database::describe(&config.database.url),
@@ -101,6 +99,22 @@ impl Application {
             omp_thread_limit = std::env::var("OMP_THREAD_LIMIT").unwrap_or_default(),
             "OCR ready"
         );
+        let tools = config.tools.enabled.then(|| {
+            Arc::new(ToolBox::new(
+                ocr.clone(),
+                log.clone(),
+                prompts,
+                &config.ocr.default_url_type,
+                config.tools.max_rounds,
+            ))
+        });
+        let answer = AnswerContext {
+            upstream: Arc::new(upstream),
+            model_label,
+            queue,
+            stop_streams: CancellationToken::new(),
+            tools,
+        };
         let state = AppState::new(config.clone(), answer, log, database, ocr);
         let listener = TcpListener::bind(config.bind_addr())
             .await

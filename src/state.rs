@@ -123,7 +123,8 @@ fn chat_log_record(
         model,
         request_messages: serde_json::Value::Array(request.messages),
         answer: outcome.answer,
-        tool_calls: None,
+        tool_calls: (!outcome.tool_calls.is_empty())
+            .then_some(serde_json::Value::Array(outcome.tool_calls)),
         status: outcome.status.as_str().to_owned(),
         error_code,
         error_message,

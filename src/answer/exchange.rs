@@ -1,22 +1,30 @@
 //! One `/answer` exchange, run in its own task: wait for a permit, stream the upstream's answer
 //! into this request's own channel, and report how it ended. Nothing here is shared between
 //! requests but the permit queue and the HTTP client, so no byte can reach another user.
+//!
+//! With tools on, an exchange is a loop of rounds. Each round takes a permit, streams one
+//! upstream answer (assembling any tool calls from their fragments) and gives the permit back.
+//! If the model asked for tools, they run with no permit held, so other users get the upstream
+//! meanwhile. Their results join the conversation and the next round queues again, up to
+//! `tools.max_rounds` rounds with tools; then the model is asked once more without them.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
-use crate::limiter::{Entry, PermitQueue, QueueError};
+use crate::limiter::{Entry, PermitQueue, QueueError, UpstreamPermit};
 use crate::upstream::wire::Usage;
 use crate::upstream::{UpstreamClient, UpstreamError};
 
 use super::request::AnswerRequest;
+use super::tools::{CallAssembler, ToolBox, ToolCall};
 
 /// What the client is told, in order: `Meta`, maybe `Queued`, `Delta`s, then `Done` or `Error`.
 #[derive(Debug, Clone)]
@@ -25,6 +33,8 @@ pub enum AnswerEvent {
     Queued { position: usize },
     Delta(String),
     // Boxed: a channel's slots are sized for the largest variant, and most events are deltas.
+    ToolCall(Box<ToolCall>),
+    ToolResult(Box<Value>),
     Done(Box<DoneInfo>),
     Error(Box<ApiError>),
 }
@@ -79,6 +89,8 @@ pub struct ExchangeOutcome {
     pub usage: Option<Usage>,
     pub error: Option<(String, String)>,
     pub timings: Timings,
+    /// Each tool call with its result (`null` if it never returned), for the log.
+    pub tool_calls: Vec<Value>,
 }
 
 /// The shared handles an exchange uses.
@@ -90,6 +102,8 @@ pub struct AnswerContext {
     pub queue: PermitQueue,
     /// Cancelled when shutdown's grace period is over: exchanges still running end with an error.
     pub stop_streams: CancellationToken,
+    /// The tools offered to the model; `None` when `tools.enabled` is off.
+    pub tools: Option<Arc<ToolBox>>,
 }
 
 /// Why an exchange stopped before its end.
@@ -107,6 +121,13 @@ pub struct Exchange {
     finish_reason: Option<String>,
     usage: Option<Usage>,
     timings: Timings,
+    tool_calls: Vec<Value>,
+}
+
+/// What one upstream round gave.
+struct Round {
+    text: String,
+    calls: Vec<ToolCall>,
 }
 
 impl Exchange {
@@ -119,6 +140,7 @@ impl Exchange {
             finish_reason: None,
             usage: None,
             timings: Timings::default(),
+            tool_calls: Vec::new(),
         }
     }
 
@@ -159,6 +181,7 @@ impl Exchange {
             usage: self.usage,
             error: error.map(|e| (e.code.to_owned(), e.message)),
             timings: self.timings,
+            tool_calls: self.tool_calls,
         }
     }
 
@@ -169,7 +192,86 @@ impl Exchange {
         entry: Entry,
     ) -> Result<(), Ended> {
         let model = self.ctx.model_label.clone();
-        self.emit(AnswerEvent::Meta { request_id, model }).await?;
+        self.emit(AnswerEvent::Meta {
+            request_id: request_id.clone(),
+            model,
+        })
+        .await?;
+        let tools = self.ctx.tools.clone();
+        let mut messages = request.messages.clone();
+        if let Some(tools) = &tools {
+            if !messages.iter().any(|m| m["role"] == "system") {
+                messages.insert(
+                    0,
+                    json!({"role": "system", "content": tools.system_prompt()}),
+                );
+            }
+        }
+        let mut entry = Some(entry);
+        let mut round = 0;
+        loop {
+            let offered = tools.as_ref().filter(|t| round < t.max_rounds);
+            let permit = self.permit(entry.take()).await?;
+            let Round { text, calls } = self
+                .stream_round(&messages, offered.map(|t| t.definitions()), permit)
+                .await?;
+            if calls.is_empty() {
+                break;
+            }
+            let Some(tools) = offered else {
+                return Err(Ended::Failed(ApiError::new(
+                    axum::http::StatusCode::BAD_GATEWAY,
+                    "tool_round_limit",
+                    "the model kept asking for tools past tools.max_rounds",
+                )));
+            };
+            for call in &calls {
+                self.emit(AnswerEvent::ToolCall(Box::new(call.clone())))
+                    .await?;
+                self.tool_calls.push(json!({
+                    "id": call.id, "name": call.name, "arguments": call.arguments, "result": null,
+                }));
+            }
+            let first = self.tool_calls.len() - calls.len();
+            // No permit is held here: other users' answers use the upstream meanwhile.
+            let runs = calls.iter().map(|call| tools.run(&request_id, call));
+            let outputs = self.guarded(futures::future::join_all(runs)).await?;
+            messages.push(json!({
+                "role": "assistant",
+                "content": if text.is_empty() { Value::Null } else { Value::String(text) },
+                "tool_calls": calls.iter().map(|c| json!({
+                    "id": c.id, "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                })).collect::<Vec<_>>(),
+            }));
+            for (i, (call, output)) in calls.iter().zip(outputs).enumerate() {
+                messages.push(
+                    json!({"role": "tool", "tool_call_id": call.id, "content": output.content}),
+                );
+                self.tool_calls[first + i]["result"] = output.event.clone();
+                self.emit(AnswerEvent::ToolResult(Box::new(output.event)))
+                    .await?;
+            }
+            round += 1;
+        }
+        self.timings.total_ms = millis(self.received.elapsed());
+        self.emit(AnswerEvent::Done(Box::new(DoneInfo {
+            finish_reason: self.finish_reason.clone(),
+            usage: self.usage,
+            timings: self.timings,
+        })))
+        .await
+    }
+
+    /// A permit: the place the handler took for the first round, a new place in the queue for
+    /// later ones. Time spent waiting adds to `queue_ms`.
+    async fn permit(&mut self, entry: Option<Entry>) -> Result<UpstreamPermit, Ended> {
+        let waiting_since = Instant::now();
+        let first_round = entry.is_some();
+        let entry = match entry {
+            Some(entry) => entry,
+            None => self.ctx.queue.enter().map_err(queue_error)?,
+        };
         let permit = match entry {
             Entry::Ready(permit) => permit,
             Entry::Queued(waiter) => {
@@ -178,41 +280,65 @@ impl Exchange {
                 self.guarded(waiter.wait()).await?.map_err(queue_error)?
             }
         };
-        self.timings.queue_ms = millis(self.received.elapsed());
+        if first_round {
+            // The first round's wait counts from the request's arrival.
+            self.timings.queue_ms = millis(self.received.elapsed());
+        } else {
+            self.timings.queue_ms += millis(waiting_since.elapsed());
+        }
+        Ok(permit)
+    }
 
+    /// One upstream request, holding `permit` exactly while it is open.
+    async fn stream_round(
+        &mut self,
+        messages: &[Value],
+        tools: Option<&Value>,
+        permit: UpstreamPermit,
+    ) -> Result<Round, Ended> {
         let upstream = self.ctx.upstream.clone();
         let mut chunks = self
-            .guarded(upstream.open(&request.messages, None))
+            .guarded(upstream.open(messages, tools))
             .await?
             .map_err(|e| upstream_error(&e))?;
+        let mut text = String::new();
+        let mut calls = CallAssembler::default();
         while let Some(chunk) = self.guarded(chunks.next_chunk()).await? {
             let chunk = chunk.map_err(|e| upstream_error(&e))?;
             if let Some(usage) = chunk.usage {
-                self.usage = Some(usage);
+                let total = self.usage.get_or_insert_with(Usage::default);
+                total.prompt_tokens += usage.prompt_tokens;
+                total.completion_tokens += usage.completion_tokens;
+                total.total_tokens += usage.total_tokens;
             }
             for choice in chunk.choices.into_iter().filter(|c| c.index == 0) {
                 if let Some(reason) = choice.finish_reason {
                     self.finish_reason = Some(reason);
                 }
-                if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
+                for fragment in choice.delta.tool_calls.iter().flatten() {
+                    calls.add(fragment);
+                }
+                if let Some(piece) = choice.delta.content.filter(|t| !t.is_empty()) {
                     if self.timings.ttft_ms.is_none() {
                         self.timings.ttft_ms = Some(millis(self.received.elapsed()));
                     }
-                    self.answer.push_str(&text);
-                    self.emit(AnswerEvent::Delta(text)).await?;
+                    self.answer.push_str(&piece);
+                    text.push_str(&piece);
+                    self.emit(AnswerEvent::Delta(piece)).await?;
                 }
             }
         }
         // `[DONE]` arrived: the upstream request is over, so its permit goes back now.
         drop(chunks);
         drop(permit);
-        self.timings.total_ms = millis(self.received.elapsed());
-        self.emit(AnswerEvent::Done(Box::new(DoneInfo {
-            finish_reason: self.finish_reason.clone(),
-            usage: self.usage,
-            timings: self.timings,
-        })))
-        .await
+        Ok(Round {
+            text,
+            calls: if calls.is_empty() {
+                Vec::new()
+            } else {
+                calls.finish()
+            },
+        })
     }
 
     /// Awaits `work` unless the client leaves or shutdown ends the streams first; dropping

@@ -3,6 +3,7 @@
 
 pub mod exchange;
 pub mod request;
+pub mod tools;
 
 pub use exchange::{
     AnswerContext, AnswerEvent, DoneInfo, Exchange, ExchangeOutcome, ExchangeStatus, Timings,

@@ -23,10 +23,12 @@ pub struct Recognized {
 pub struct EnginePool {
     languages: String,
     size: usize,
-    idle: Mutex<Vec<Tesseract>>,
+    /// Shared with the blocking tasks, which put their engine back themselves: a caller that
+    /// stops waiting (the client left) neither loses the engine nor frees its slot early.
+    idle: Arc<Mutex<Vec<Tesseract>>>,
     permits: Arc<Semaphore>,
-    busy: AtomicUsize,
-    created: AtomicUsize,
+    busy: Arc<AtomicUsize>,
+    created: Arc<AtomicUsize>,
 }
 
 impl EnginePool {
@@ -34,10 +36,10 @@ impl EnginePool {
         Self {
             languages: languages.to_owned(),
             size,
-            idle: Mutex::new(Vec::with_capacity(size)),
+            idle: Arc::new(Mutex::new(Vec::with_capacity(size))),
             permits: Arc::new(Semaphore::new(size)),
-            busy: AtomicUsize::new(0),
-            created: AtomicUsize::new(0),
+            busy: Arc::new(AtomicUsize::new(0)),
+            created: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -73,32 +75,34 @@ impl EnginePool {
 
     /// Recognizes a prepared page with one engine of the pool, waiting for a free one.
     pub async fn recognize(&self, page: GrayImage) -> Result<Recognized, OcrError> {
-        let _permit = self
+        let permit = self
             .permits
             .clone()
             .acquire_owned()
             .await
             .expect("the engine semaphore is never closed");
         let engine = self.idle.lock().expect("engine pool lock").pop();
-        let fresh = engine.is_none();
         let languages = self.languages.clone();
-        self.busy.fetch_add(1, Ordering::AcqRel);
-        let outcome = tokio::task::spawn_blocking(move || {
-            let engine = match engine {
-                Some(engine) => engine,
-                None => new_engine(&languages)?,
-            };
-            run(engine, &page)
-        })
-        .await;
-        self.busy.fetch_sub(1, Ordering::AcqRel);
-        if fresh {
-            self.created.fetch_add(1, Ordering::AcqRel);
-        }
-        let (engine, recognized) =
-            outcome.map_err(|e| OcrError::Engine(format!("recognition task: {e}")))??;
-        self.idle.lock().expect("engine pool lock").push(engine);
-        Ok(recognized)
+        let (idle, busy, created) = (self.idle.clone(), self.busy.clone(), self.created.clone());
+        busy.fetch_add(1, Ordering::AcqRel);
+        let work = tokio::task::spawn_blocking(move || {
+            let outcome = match engine {
+                Some(engine) => Ok(engine),
+                None => new_engine(&languages).inspect(|_| {
+                    created.fetch_add(1, Ordering::AcqRel);
+                }),
+            }
+            .and_then(|engine| run(engine, &page));
+            let recognized = outcome.map(|(engine, recognized)| {
+                idle.lock().expect("engine pool lock").push(engine);
+                recognized
+            });
+            busy.fetch_sub(1, Ordering::AcqRel);
+            drop(permit);
+            recognized
+        });
+        work.await
+            .map_err(|e| OcrError::Engine(format!("recognition task: {e}")))?
     }
 }
 

@@ -47,10 +47,40 @@ async fn streams_meta_deltas_and_done() {
     assert_eq!(sent[0]["stream"], true);
     assert_eq!(sent[0]["stream_options"]["include_usage"], true);
     assert_eq!(sent[0]["model"], "mock-model");
+    let messages = sent[0]["messages"].as_array().expect("messages");
+    assert_eq!(
+        messages[0]["role"], "system",
+        "the system prompt from prompts/ comes first"
+    );
+    assert!(
+        messages[0]["content"]
+            .as_str()
+            .expect("text")
+            .contains("ocr_image")
+    );
+    assert_eq!(messages[1], json!({"role": "user", "content": "q1"}));
+    assert_eq!(sent[0]["tools"][0]["function"]["name"], "ocr_image");
+}
+
+#[tokio::test]
+async fn with_tools_off_the_messages_go_upstream_as_sent() {
+    let app = spawn_app_with(
+        MockKnobs {
+            tokens: Some(1),
+            record_requests: true,
+            ..MockKnobs::default()
+        },
+        |c| c.tools.enabled = false,
+    )
+    .await;
+    let events = read_events(app.post_answer(&json!({"user_input": "q1"})).await).await;
+    assert_eq!(last(&events).name, "done");
+    let sent = app.mock.requests();
     assert_eq!(
         sent[0]["messages"],
         json!([{"role": "user", "content": "q1"}])
     );
+    assert!(sent[0].get("tools").is_none());
 }
 
 #[tokio::test]

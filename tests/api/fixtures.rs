@@ -478,3 +478,32 @@ pub fn catalogue() -> Vec<(&'static str, Screenshot)> {
         ),
     ]
 }
+
+/// A small detail card: name, `基金代码：code`, `持有份额：share`, in plain dark type (for load
+/// tests that need hundreds of distinct, reliably read images quickly).
+pub fn holding_card(name: &str, code: &str, share: &str) -> Vec<u8> {
+    let data = font_bytes();
+    let font = FontRef::try_from_slice_and_index(&data, 0).expect("a TrueType collection");
+    let p = palette(false);
+    let mut img = RgbImage::from_pixel(720, 260, p.background);
+    draw_text_mut(&mut img, p.text, 40, 30, PxScale::from(40.0), &font, name);
+    draw_text_mut(
+        &mut img,
+        p.text,
+        40,
+        96,
+        PxScale::from(38.0),
+        &font,
+        &format!("基金代码：{code}"),
+    );
+    draw_text_mut(
+        &mut img,
+        p.text,
+        40,
+        160,
+        PxScale::from(34.0),
+        &font,
+        &format!("持有份额：{share}"),
+    );
+    encode(&img, None)
+}

@@ -50,6 +50,7 @@ pub fn test_config(mock: &MockUpstream, dir: &std::path::Path) -> Config {
     // Engines are made on first use: most tests never recognise an image.
     config.ocr.preload = false;
     config.ocr.pool_size = 2;
+    config.prompts.dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts");
     config
 }
 

@@ -10,3 +10,4 @@ mod ocr;
 mod queue;
 mod shutdown;
 mod store;
+mod tools;

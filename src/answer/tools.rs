@@ -1,0 +1,277 @@
+//! The tools `/answer` offers the model: today one, `ocr_image`, which runs the same pipeline
+//! as `POST /ocr` (same source rules, limits and engine pool) and logs its `ocr_results` row
+//! under the exchange's request id.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::ocr::{ImageRequest, OcrService, UrlType};
+use crate::prompts::Prompts;
+use crate::store::LogWriter;
+
+pub const OCR_TOOL_NAME: &str = "ocr_image";
+
+/// Most characters of recognised text handed back to the model.
+const TEXT_FOR_MODEL: usize = 2_000;
+
+/// A complete tool call, assembled from the streamed fragments.
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    /// The arguments as the model wrote them (JSON text).
+    pub arguments: String,
+}
+
+/// What a call gave: the message content for the model and the client's `tool_result` event.
+#[derive(Debug, Clone)]
+pub struct ToolOutput {
+    pub content: String,
+    pub event: Value,
+}
+
+pub struct ToolBox {
+    ocr: Arc<OcrService>,
+    log: LogWriter,
+    default_url_type: UrlType,
+    definitions: Value,
+    prompts: Prompts,
+    pub max_rounds: usize,
+}
+
+impl ToolBox {
+    pub fn new(
+        ocr: Arc<OcrService>,
+        log: LogWriter,
+        prompts: Prompts,
+        default_url_type: &str,
+        max_rounds: usize,
+    ) -> Self {
+        let default_url_type = UrlType::parse(default_url_type).unwrap_or(UrlType::Oss);
+        let description = prompts.ocr_tool.render(&BTreeMap::from([
+            ("tool_name", OCR_TOOL_NAME.to_owned()),
+            ("default_url_type", default_url_type.as_str().to_owned()),
+        ]));
+        let definitions = json!([{
+            "type": "function",
+            "function": {
+                "name": OCR_TOOL_NAME,
+                "description": description,
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "image_url": {"type": "string", "description": "URL (or local path) of the screenshot"},
+                        "url_type": {"type": "string", "enum": ["oss", "7min_local"], "description": "where the image lives"},
+                    },
+                    "required": ["image_url"],
+                },
+            },
+        }]);
+        Self {
+            ocr,
+            log,
+            default_url_type,
+            definitions,
+            prompts,
+            max_rounds,
+        }
+    }
+
+    /// The `tools` array sent upstream.
+    pub fn definitions(&self) -> &Value {
+        &self.definitions
+    }
+
+    /// The system prompt for today.
+    pub fn system_prompt(&self) -> String {
+        self.prompts.system.render(&BTreeMap::from([
+            ("date", chrono::Utc::now().format("%Y-%m-%d").to_string()),
+            ("tool_name", OCR_TOOL_NAME.to_owned()),
+        ]))
+    }
+
+    /// Runs one call. Errors (a bad argument, a refused URL, not an image) become the tool's
+    /// content, so the model can tell the user; they never end the stream.
+    pub async fn run(&self, request_id: &str, call: &ToolCall) -> ToolOutput {
+        let outcome = match self.parse(call) {
+            Ok(image) => self
+                .ocr
+                .recognize_logged(&self.log, request_id, image)
+                .await
+                .map_err(|e| (e.code(), e.to_string())),
+            Err(err) => Err(err),
+        };
+        match outcome {
+            Ok(result) => {
+                let text: String = result.data.text.chars().take(TEXT_FOR_MODEL).collect();
+                let content = json!({
+                    "ok": true,
+                    "fund_code": result.data.fund_code,
+                    "hold_share": result.data.hold_share,
+                    "funds": result.data.funds,
+                    "text": text,
+                });
+                let event = json!({
+                    "id": call.id,
+                    "ok": true,
+                    "ocr_id": result.id,
+                    "fund_code": result.data.fund_code,
+                    "hold_share": result.data.hold_share,
+                    "funds": result.data.funds,
+                });
+                ToolOutput {
+                    content: content.to_string(),
+                    event,
+                }
+            }
+            Err((code, message)) => {
+                let error = json!({"code": code, "message": message});
+                ToolOutput {
+                    content: json!({"ok": false, "error": error}).to_string(),
+                    event: json!({"id": call.id, "ok": false, "error": error}),
+                }
+            }
+        }
+    }
+
+    fn parse(&self, call: &ToolCall) -> Result<ImageRequest, (&'static str, String)> {
+        let invalid = |m: String| ("invalid_arguments", m);
+        if call.name != OCR_TOOL_NAME {
+            return Err((
+                "unknown_tool",
+                format!("there is no tool `{}`; use {OCR_TOOL_NAME}", call.name),
+            ));
+        }
+        let arguments: Value = serde_json::from_str(&call.arguments)
+            .map_err(|e| invalid(format!("the arguments are not JSON: {e}")))?;
+        let image_url = arguments
+            .get("image_url")
+            .and_then(Value::as_str)
+            .filter(|u| !u.trim().is_empty())
+            .ok_or_else(|| invalid("`image_url` (a string) is required".into()))?;
+        let url_type = match arguments.get("url_type") {
+            None | Some(Value::Null) => self.default_url_type,
+            Some(Value::String(name)) => match UrlType::parse(name) {
+                Some(UrlType::Upload) | None => {
+                    return Err(invalid(format!(
+                        "`url_type` must be oss or 7min_local, not `{name}`"
+                    )));
+                }
+                Some(t) => t,
+            },
+            Some(_) => return Err(invalid("`url_type` must be a string".into())),
+        };
+        Ok(ImageRequest {
+            url_type,
+            image_url: image_url.to_owned(),
+            upload: None::<Bytes>,
+        })
+    }
+}
+
+/// Streamed fragments of the calls in one answer, keyed by their `index`.
+#[derive(Debug, Default)]
+pub struct CallAssembler {
+    calls: BTreeMap<u32, ToolCall>,
+}
+
+impl CallAssembler {
+    pub fn add(&mut self, fragment: &crate::upstream::wire::ToolCallDelta) {
+        let call = self
+            .calls
+            .entry(fragment.index)
+            .or_insert_with(|| ToolCall {
+                id: String::new(),
+                name: String::new(),
+                arguments: String::new(),
+            });
+        if let Some(id) = fragment.id.as_deref().filter(|id| !id.is_empty()) {
+            call.id = id.to_owned();
+        }
+        if let Some(function) = &fragment.function {
+            if let Some(name) = function.name.as_deref() {
+                call.name.push_str(name);
+            }
+            if let Some(arguments) = function.arguments.as_deref() {
+                call.arguments.push_str(arguments);
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    /// The calls in `index` order; a call the upstream sent without an id gets one.
+    pub fn finish(self) -> Vec<ToolCall> {
+        let mut seen = HashSet::new();
+        self.calls
+            .into_iter()
+            .map(|(index, mut call)| {
+                if call.id.is_empty() || !seen.insert(call.id.clone()) {
+                    call.id = format!("call_{index}_{}", uuid::Uuid::new_v4().simple());
+                }
+                call
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::wire::{FunctionDelta, ToolCallDelta};
+
+    fn fragment(
+        index: u32,
+        id: Option<&str>,
+        name: Option<&str>,
+        arguments: Option<&str>,
+    ) -> ToolCallDelta {
+        ToolCallDelta {
+            index,
+            id: id.map(str::to_owned),
+            function: Some(FunctionDelta {
+                name: name.map(str::to_owned),
+                arguments: arguments.map(str::to_owned),
+            }),
+        }
+    }
+
+    #[test]
+    fn interleaved_fragments_assemble_by_index() {
+        let mut calls = CallAssembler::default();
+        calls.add(&fragment(0, Some("a"), Some("ocr_image"), Some("")));
+        calls.add(&fragment(1, Some("b"), Some("ocr_image"), None));
+        calls.add(&fragment(0, None, None, Some("{\"image_u")));
+        calls.add(&fragment(1, None, None, Some("{\"image_url\":")));
+        calls.add(&fragment(0, None, None, Some("rl\":\"x\"}")));
+        calls.add(&fragment(1, None, None, Some("\"y\"}")));
+        let calls = calls.finish();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(
+            (calls[0].id.as_str(), calls[0].arguments.as_str()),
+            ("a", "{\"image_url\":\"x\"}")
+        );
+        assert_eq!(
+            (calls[1].id.as_str(), calls[1].arguments.as_str()),
+            ("b", "{\"image_url\":\"y\"}")
+        );
+    }
+
+    #[test]
+    fn missing_or_repeated_ids_are_made_unique() {
+        let mut calls = CallAssembler::default();
+        calls.add(&fragment(0, None, Some("ocr_image"), Some("{}")));
+        calls.add(&fragment(1, Some("same"), Some("ocr_image"), Some("{}")));
+        calls.add(&fragment(2, Some("same"), Some("ocr_image"), Some("{}")));
+        let calls = calls.finish();
+        assert!(calls[0].id.starts_with("call_0_"));
+        assert_eq!(calls[1].id, "same");
+        assert_ne!(calls[2].id, "same");
+    }
+}

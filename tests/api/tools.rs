@@ -1,0 +1,491 @@
+//! The model calling OCR as a tool inside a streaming `/answer`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use chat_proxy::config::Config;
+use chat_proxy::demo::MockKnobs;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::fixtures::holding_card;
+use crate::helpers::{SseEvent, answer_text, last, names, read_events, spawn_app_with};
+
+/// Serves `/img/{name}` from memory; `/gated/{name}` waits until the gate opens.
+struct ImageServer {
+    addr: SocketAddr,
+    gate: watch::Sender<bool>,
+    gated_arrivals: Arc<AtomicUsize>,
+}
+
+impl ImageServer {
+    async fn start(images: HashMap<String, Vec<u8>>) -> Self {
+        use axum::extract::{Path, State};
+        use axum::http::StatusCode;
+        use axum::routing::get;
+        #[derive(Clone)]
+        struct Shared {
+            images: Arc<HashMap<String, Vec<u8>>>,
+            gate: watch::Receiver<bool>,
+            arrivals: Arc<AtomicUsize>,
+        }
+        async fn image(
+            State(s): State<Shared>,
+            Path(name): Path<String>,
+        ) -> Result<Vec<u8>, StatusCode> {
+            s.images.get(&name).cloned().ok_or(StatusCode::NOT_FOUND)
+        }
+        async fn gated(
+            State(mut s): State<Shared>,
+            Path(name): Path<String>,
+        ) -> Result<Vec<u8>, StatusCode> {
+            s.arrivals.fetch_add(1, Ordering::AcqRel);
+            let _ = s.gate.wait_for(|open| *open).await;
+            s.images.get(&name).cloned().ok_or(StatusCode::NOT_FOUND)
+        }
+        let (gate, watcher) = watch::channel(false);
+        let arrivals = Arc::new(AtomicUsize::new(0));
+        let shared = Shared {
+            images: Arc::new(images),
+            gate: watcher,
+            arrivals: arrivals.clone(),
+        };
+        let app = axum::Router::new()
+            .route("/img/{name}", get(image))
+            .route("/gated/{name}", get(gated))
+            .with_state(shared);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self {
+            addr,
+            gate,
+            gated_arrivals: arrivals,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}/{path}", self.addr)
+    }
+}
+
+fn allow_local_images(c: &mut Config) {
+    c.ocr.allow_private_networks = true;
+    c.ocr.oss_hosts = vec!["127.0.0.1".into()];
+}
+
+fn card(i: usize) -> (String, String, Vec<u8>) {
+    let code = format!("{:06}", 100_000 + i * 37);
+    let share = format!("{},{:03}.{:02}", 1 + i % 90, (i * 7) % 1000, i % 100);
+    let png = holding_card("易方达蓝筹精选混合", &code, &share);
+    (code, share.replace(',', ""), png)
+}
+
+fn by_name<'a>(events: &'a [SseEvent], name: &str) -> Vec<&'a SseEvent> {
+    events.iter().filter(|e| e.name == name).collect()
+}
+
+#[tokio::test]
+async fn a_tool_call_streams_its_events_then_the_answer_and_is_logged() {
+    let (code, share, png) = card(1);
+    let server = ImageServer::start(HashMap::from([("a.png".to_owned(), png)])).await;
+    let app = spawn_app_with(
+        MockKnobs {
+            tool_fragment: 3,
+            record_requests: true,
+            ..MockKnobs::default()
+        },
+        allow_local_images,
+    )
+    .await;
+    let url = server.url("img/a.png");
+    let response = app
+        .post_answer(&json!({"user_input": format!("How many shares do I hold? {url}")}))
+        .await;
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let events = read_events(response).await;
+    let kinds = names(&events);
+    assert_eq!(kinds.first(), Some(&"meta"));
+    assert_eq!(kinds.last(), Some(&"done"), "{events:?}");
+    let call = by_name(&events, "tool_call")[0];
+    assert_eq!(call.data["name"], "ocr_image");
+    let arguments: Value =
+        serde_json::from_str(call.data["arguments"].as_str().expect("text")).expect("JSON args");
+    assert_eq!(
+        arguments["image_url"],
+        url.as_str(),
+        "fragments were assembled"
+    );
+    let result = by_name(&events, "tool_result")[0];
+    assert_eq!(result.data["id"], call.data["id"]);
+    assert_eq!(result.data["ok"], true);
+    assert_eq!(result.data["fund_code"], code.as_str());
+    let position = |n: &str| kinds.iter().position(|k| *k == n).expect("event present");
+    assert!(position("tool_call") < position("tool_result"));
+    let text = answer_text(&events);
+    assert!(
+        text.starts_with("Let me read that. "),
+        "content in the tool-call chunk is relayed: {text}"
+    );
+    assert!(
+        text.contains(&format!("fund {code} holds {share} shares.")),
+        "{text}"
+    );
+
+    // The continuation carried the assistant's call and the tool's result.
+    let sent = app.mock.requests();
+    assert_eq!(sent.len(), 2);
+    let messages = sent[1]["messages"].as_array().expect("messages");
+    let assistant = &messages[messages.len() - 2];
+    assert_eq!(assistant["tool_calls"][0]["id"], call.data["id"]);
+    assert_eq!(messages[messages.len() - 1]["role"], "tool");
+
+    // Logged: the chat row with its tool call, the OCR row under the same request id.
+    let db = app.wait_for_rows(1).await;
+    let row = db.chat_log(&request_id).await.expect("read").expect("row");
+    let calls: Value =
+        serde_json::from_str(row.tool_calls.as_deref().expect("tool calls")).expect("JSON");
+    assert_eq!(calls[0]["result"]["fund_code"], code.as_str());
+    let ocr_id = result.data["ocr_id"].as_str().expect("ocr id");
+    let mut stored = None;
+    for _ in 0..100 {
+        stored = db.ocr_result(ocr_id).await.expect("read");
+        if stored.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stored = stored.expect("ocr row");
+    assert_eq!(stored.request_id, request_id);
+    assert_eq!(stored.ocr_fund_code.as_deref(), Some(code.as_str()));
+}
+
+#[tokio::test]
+async fn parallel_interleaved_calls_each_get_their_result() {
+    let (code_a, share_a, png_a) = card(2);
+    let (code_b, share_b, png_b) = card(3);
+    let server = ImageServer::start(HashMap::from([
+        ("a.png".to_owned(), png_a),
+        ("b.png".to_owned(), png_b),
+    ]))
+    .await;
+    let app = spawn_app_with(
+        MockKnobs {
+            tool_fragment: 2,
+            ..MockKnobs::default()
+        },
+        allow_local_images,
+    )
+    .await;
+    let question = format!(
+        "compare {} and {}",
+        server.url("img/a.png"),
+        server.url("img/b.png")
+    );
+    let events = read_events(app.post_answer(&json!({"user_input": question})).await).await;
+    let calls = by_name(&events, "tool_call");
+    let results = by_name(&events, "tool_result");
+    assert_eq!((calls.len(), results.len()), (2, 2), "{events:?}");
+    assert_ne!(calls[0].data["id"], calls[1].data["id"]);
+    assert_eq!(results[0].data["fund_code"], code_a.as_str());
+    assert_eq!(results[1].data["fund_code"], code_b.as_str());
+    let text = answer_text(&events);
+    assert!(
+        text.contains(&format!("fund {code_a} holds {share_a}"))
+            && text.contains(&format!("fund {code_b} holds {share_b}")),
+        "{text}"
+    );
+    assert_eq!(last(&events).name, "done");
+}
+
+#[tokio::test]
+async fn a_tool_error_goes_back_to_the_model_and_the_stream_goes_on() {
+    let server = ImageServer::start(HashMap::from([(
+        "text.png".to_owned(),
+        b"not an image".to_vec(),
+    )]))
+    .await;
+    let app = spawn_app_with(MockKnobs::default(), allow_local_images).await;
+    let question = format!(
+        "read {} and {}",
+        server.url("img/text.png"),
+        "http://10.1.2.3/x.png"
+    );
+    let events = read_events(app.post_answer(&json!({"user_input": question})).await).await;
+    let results = by_name(&events, "tool_result");
+    assert_eq!(results[0].data["ok"], false);
+    assert_eq!(results[0].data["error"]["code"], "image_undecodable");
+    assert_eq!(results[1].data["error"]["code"], "image_url_not_allowed");
+    let text = answer_text(&events);
+    assert!(
+        text.contains("the tool failed: image_undecodable."),
+        "{text}"
+    );
+    assert_eq!(last(&events).name, "done");
+}
+
+#[tokio::test]
+async fn the_round_limit_stops_tool_use() {
+    let app = spawn_app_with(
+        MockKnobs {
+            tool_loop: true,
+            record_requests: true,
+            tokens: Some(2),
+            ..MockKnobs::default()
+        },
+        |c| c.tools.max_rounds = 2,
+    )
+    .await;
+    let events = read_events(app.post_answer(&json!({"user_input": "loop please"})).await).await;
+    assert_eq!(by_name(&events, "tool_call").len(), 2, "{events:?}");
+    assert_eq!(last(&events).name, "done");
+    let sent = app.mock.requests();
+    assert_eq!(sent.len(), 3, "two rounds with tools, then one without");
+    assert!(sent[0].get("tools").is_some() && sent[1].get("tools").is_some());
+    assert!(sent[2].get("tools").is_none());
+}
+
+#[tokio::test]
+async fn non_streaming_answers_include_the_tool_calls() {
+    let (code, _, png) = card(4);
+    let server = ImageServer::start(HashMap::from([("a.png".to_owned(), png)])).await;
+    let app = spawn_app_with(MockKnobs::default(), allow_local_images).await;
+    let body: Value = app
+        .post_answer(
+            &json!({"user_input": format!("shares? {}", server.url("img/a.png")), "stream": false}),
+        )
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(body["tool_calls"][0]["name"], "ocr_image");
+    assert_eq!(body["tool_calls"][0]["result"]["fund_code"], code.as_str());
+    assert!(body["reply"].as_str().expect("reply").contains(&code));
+}
+
+#[tokio::test]
+async fn image_parts_in_messages_are_read_by_url() {
+    let (code, _, png) = card(5);
+    let server = ImageServer::start(HashMap::from([("a.png".to_owned(), png)])).await;
+    let app = spawn_app_with(MockKnobs::default(), allow_local_images).await;
+    let body = json!({"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "what do I hold?"},
+        {"type": "image_url", "image_url": {"url": server.url("img/a.png")}},
+    ]}]});
+    let events = read_events(app.post_answer(&body).await).await;
+    assert_eq!(
+        by_name(&events, "tool_result")[0].data["fund_code"],
+        code.as_str()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_during_a_tool_run_cancels_cleanly() {
+    let (_, _, png) = card(6);
+    let server = ImageServer::start(HashMap::from([("a.png".to_owned(), png)])).await;
+    let app = spawn_app_with(MockKnobs::default(), allow_local_images).await;
+    let response = app
+        .post_answer(&json!({"user_input": format!("read {}", server.url("gated/a.png"))}))
+        .await;
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let mut events = eventsource_stream::Eventsource::eventsource(response.bytes_stream());
+    loop {
+        let event = futures::StreamExt::next(&mut events)
+            .await
+            .expect("open")
+            .expect("well-formed");
+        if event.event == "tool_call" {
+            break;
+        }
+    }
+    for _ in 0..100 {
+        if server.gated_arrivals.load(Ordering::Acquire) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(events);
+    let db = app.wait_for_rows(1).await;
+    let row = db.chat_log(&request_id).await.expect("read").expect("row");
+    assert_eq!(row.status, "cancelled");
+    let calls: Value =
+        serde_json::from_str(row.tool_calls.as_deref().expect("calls")).expect("JSON");
+    assert_eq!(
+        calls[0]["result"],
+        Value::Null,
+        "the OCR result was discarded"
+    );
+    server.gate.send_replace(true);
+    let health = app
+        .wait_for_health("nothing held", |h| {
+            h["upstream"]["permits_in_use"] == 0
+                && h["ocr"]["engines_busy"] == 0
+                && h["exchanges_open"] == 0
+        })
+        .await;
+    assert_eq!(health["upstream"]["queue_length"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permits_are_free_while_tools_run() {
+    let (_, _, png) = card(7);
+    let server = ImageServer::start(HashMap::from([("a.png".to_owned(), png)])).await;
+    let app = Arc::new(
+        spawn_app_with(
+            MockKnobs {
+                tokens: Some(3),
+                ..MockKnobs::default()
+            },
+            allow_local_images,
+        )
+        .await,
+    );
+    let url = server.url("gated/a.png");
+    let tool_users: Vec<_> = (0..5)
+        .map(|_| {
+            let (app, url) = (app.clone(), url.clone());
+            tokio::spawn(async move {
+                read_events(
+                    app.post_answer(&json!({"user_input": format!("read {url}")}))
+                        .await,
+                )
+                .await
+            })
+        })
+        .collect();
+    // All five permit holders are now in their tool run, waiting on the image.
+    for _ in 0..200 {
+        if server.gated_arrivals.load(Ordering::Acquire) == 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(server.gated_arrivals.load(Ordering::Acquire), 5);
+    let health = app.health().await;
+    assert_eq!(health["upstream"]["permits_in_use"], 0, "{health}");
+    let plain = tokio::time::timeout(Duration::from_secs(10), async {
+        read_events(
+            app.post_answer(&json!({"user_input": "plain question"}))
+                .await,
+        )
+        .await
+    })
+    .await
+    .expect("a plain request is served while the tools run");
+    assert_eq!(last(&plain).name, "done");
+    assert!(
+        !names(&plain).contains(&"queued"),
+        "it did not have to wait"
+    );
+    server.gate.send_replace(true);
+    for user in tool_users {
+        let events = user.await.expect("task");
+        assert_eq!(last(&events).name, "done");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_tool_users_each_get_only_their_own_image() {
+    const USERS: usize = 200;
+    let cards: Vec<(String, String, Vec<u8>)> = (0..USERS).map(card).collect();
+    let images = cards
+        .iter()
+        .enumerate()
+        .map(|(i, (_, _, png))| (format!("{i}.png"), png.clone()))
+        .collect();
+    let server = Arc::new(ImageServer::start(images).await);
+    let app = Arc::new(
+        spawn_app_with(
+            MockKnobs {
+                tool_fragment: 4,
+                ..MockKnobs::default()
+            },
+            |c| {
+                allow_local_images(c);
+                c.limits.max_queue = 1_000;
+            },
+        )
+        .await,
+    );
+    let tasks: Vec<_> = (0..USERS)
+        .map(|i| {
+            let (app, server) = (app.clone(), server.clone());
+            tokio::spawn(async move {
+                let url = server.url(&format!("img/{i}.png"));
+                let response = app
+                    .post_answer(&json!({"user_input": format!("user {i}: {url}")}))
+                    .await;
+                let request_id = response.headers()["x-request-id"]
+                    .to_str()
+                    .expect("ascii")
+                    .to_owned();
+                (i, request_id, read_events(response).await)
+            })
+        })
+        .collect();
+    let mut answered = Vec::new();
+    for task in tasks {
+        let (i, request_id, events) = task.await.expect("task");
+        let (code, share, _) = &cards[i];
+        assert_eq!(last(&events).name, "done", "user {i}: {events:?}");
+        let text = answer_text(&events);
+        assert_eq!(
+            text,
+            format!("Let me read that. From the screenshot: fund {code} holds {share} shares. "),
+            "user {i} must see only their own image's result"
+        );
+        let result = by_name(&events, "tool_result")[0].data.clone();
+        answered.push((
+            i,
+            request_id,
+            result["ocr_id"].as_str().expect("ocr id").to_owned(),
+        ));
+    }
+    let counters = app.mock.counters();
+    assert!(
+        counters.max_in_flight.load(Ordering::Acquire) <= 5,
+        "the upstream never saw more than 5"
+    );
+    assert_eq!(counters.requests.load(Ordering::Acquire), USERS * 2);
+
+    let db = app.wait_for_rows(USERS as u64).await;
+    for (i, request_id, ocr_id) in answered {
+        let (code, share, _) = &cards[i];
+        let row = db
+            .chat_log(&request_id)
+            .await
+            .expect("read")
+            .expect("chat row");
+        assert!(
+            row.answer.contains(&format!("fund {code} holds {share}")),
+            "user {i}: {}",
+            row.answer
+        );
+        let mut ocr = None;
+        for _ in 0..100 {
+            ocr = db.ocr_result(&ocr_id).await.expect("read");
+            if ocr.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let ocr = ocr.expect("ocr row");
+        assert_eq!(ocr.request_id, request_id, "user {i}");
+        assert_eq!(
+            ocr.ocr_fund_code.as_deref(),
+            Some(code.as_str()),
+            "user {i}"
+        );
+    }
+}
