@@ -219,10 +219,21 @@ impl Exchange {
                 break;
             }
             let Some(tools) = offered else {
+                let (code, message) = if tools.is_some() {
+                    (
+                        "tool_round_limit",
+                        "the model kept asking for tools past tools.max_rounds",
+                    )
+                } else {
+                    (
+                        "upstream_tool_call",
+                        "the model asked for a tool, but tools are off",
+                    )
+                };
                 return Err(Ended::Failed(ApiError::new(
                     axum::http::StatusCode::BAD_GATEWAY,
-                    "tool_round_limit",
-                    "the model kept asking for tools past tools.max_rounds",
+                    code,
+                    message,
                 )));
             };
             for call in &calls {
