@@ -13,11 +13,14 @@
 //!    down to the next text (one value for a card, one per row for a table).
 //! 4. Each value belongs to the fund on its own line, or else the nearest fund above it.
 
-use std::collections::HashMap;
+mod lines;
+
 use std::sync::LazyLock;
 
 use regex::Regex;
 use serde::Serialize;
+
+use lines::{Line, Rect, lines_from_tsv};
 
 /// One fund found on the page.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -26,65 +29,6 @@ pub struct Fund {
     /// Held shares as a plain decimal string (`12345.67`), if found.
     pub hold_share: Option<String>,
     pub name: Option<String>,
-}
-
-/// A rectangle in page pixels.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-struct Rect {
-    left: f32,
-    top: f32,
-    right: f32,
-    bottom: f32,
-}
-
-impl Rect {
-    fn union(self, other: Rect) -> Rect {
-        Rect {
-            left: self.left.min(other.left),
-            top: self.top.min(other.top),
-            right: self.right.max(other.right),
-            bottom: self.bottom.max(other.bottom),
-        }
-    }
-    fn height(&self) -> f32 {
-        self.bottom - self.top
-    }
-    fn width(&self) -> f32 {
-        self.right - self.left
-    }
-    fn center_x(&self) -> f32 {
-        (self.left + self.right) / 2.0
-    }
-    fn same_row(&self, other: &Rect) -> bool {
-        let overlap = self.bottom.min(other.bottom) - self.top.max(other.top);
-        overlap > 0.5 * self.height().min(other.height())
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Word {
-    text: String,
-    rect: Rect,
-}
-
-/// A line's text and, for each byte of it, the word it came from.
-#[derive(Debug, Clone)]
-struct Line {
-    text: String,
-    owner: Vec<Option<usize>>,
-    words: Vec<Word>,
-    rect: Rect,
-}
-
-impl Line {
-    fn span_rect(&self, start: usize, end: usize) -> Rect {
-        let mut rect: Option<Rect> = None;
-        for owner in self.owner[start..end].iter().flatten() {
-            let r = self.words[*owner].rect;
-            rect = Some(rect.map_or(r, |acc| acc.union(r)));
-        }
-        rect.unwrap_or(self.rect)
-    }
 }
 
 static SHARE_LABEL: LazyLock<Regex> =
@@ -145,111 +89,6 @@ struct ShareValue {
     value: String,
     line: usize,
     rect: Rect,
-}
-
-fn lines_from_tsv(tsv: &str) -> Vec<Line> {
-    let mut grouped: Vec<((u32, u32, u32), Vec<Word>)> = Vec::new();
-    let mut index: HashMap<(u32, u32, u32), usize> = HashMap::new();
-    for row in tsv.lines() {
-        let cols: Vec<&str> = row.split('\t').collect();
-        if cols.len() < 12 || cols[0] != "5" {
-            continue;
-        }
-        let num = |i: usize| cols[i].trim().parse::<f32>().unwrap_or(0.0);
-        let id = |i: usize| cols[i].trim().parse::<u32>().unwrap_or(0);
-        let text = normalize_chars(cols[11].trim());
-        if text.is_empty() {
-            continue;
-        }
-        let rect = Rect {
-            left: num(6),
-            top: num(7),
-            right: num(6) + num(8),
-            bottom: num(7) + num(9),
-        };
-        let key = (id(2), id(3), id(4));
-        let slot = *index.entry(key).or_insert_with(|| {
-            grouped.push((key, Vec::new()));
-            grouped.len() - 1
-        });
-        grouped[slot].1.push(Word { text, rect });
-    }
-    grouped
-        .into_iter()
-        .map(|(_, mut words)| {
-            words.sort_by(|a, b| a.rect.left.total_cmp(&b.rect.left));
-            build_line(words)
-        })
-        .collect()
-}
-
-/// Joins words, with a space only where the gap is wide (a stray space inside a number or a
-/// Chinese word is not one), then mends OCR slips inside numbers.
-fn build_line(words: Vec<Word>) -> Line {
-    let height = words
-        .iter()
-        .map(|w| w.rect.height())
-        .fold(0.0f32, f32::max)
-        .max(1.0);
-    let mut text = String::new();
-    let mut owner = Vec::new();
-    for (i, word) in words.iter().enumerate() {
-        if i > 0 && word.rect.left - words[i - 1].rect.right > 0.6 * height {
-            text.push(' ');
-            owner.push(None);
-        }
-        for _ in 0..word.text.len() {
-            owner.push(Some(i));
-        }
-        text.push_str(&word.text);
-    }
-    let rect = words
-        .iter()
-        .map(|w| w.rect)
-        .reduce(Rect::union)
-        .unwrap_or_default();
-    let text = mend_digits(&text);
-    Line {
-        text,
-        owner,
-        words,
-        rect,
-    }
-}
-
-/// Full-width digits and punctuation to ASCII.
-fn normalize_chars(word: &str) -> String {
-    word.chars()
-        .map(|c| match c {
-            '０'..='９' => char::from_u32(c as u32 - '０' as u32 + '0' as u32).unwrap_or(c),
-            '，' => ',',
-            '．' | '。' => '.',
-            '（' => '(',
-            '）' => ')',
-            '：' => ':',
-            '￥' => '¥',
-            other => other,
-        })
-        .collect()
-}
-
-/// Letters Tesseract puts for digits inside a number (`1O0` → `100`); byte lengths stay the
-/// same, so the word map still holds.
-fn mend_digits(text: &str) -> String {
-    let chars: Vec<char> = text.chars().collect();
-    let digit_like = |c: char| c.is_ascii_digit() || matches!(c, ',' | '.');
-    let mut out = String::with_capacity(text.len());
-    for (i, &c) in chars.iter().enumerate() {
-        let before = i > 0 && chars[i - 1].is_ascii_digit();
-        let after = chars.get(i + 1).is_some_and(|&n| digit_like(n));
-        let mended = match c {
-            'O' | 'o' if before && after => '0',
-            'l' | 'I' | '|' if before && after => '1',
-            other => other,
-        };
-        out.push(mended);
-    }
-    out
 }
 
 fn has_cjk(text: &str) -> bool {
