@@ -159,3 +159,38 @@ fn the_binary_runs_with_omp_thread_limit_1_even_when_started_without_it() {
         "OMP_THREAD_LIMIT=1 is set before libtesseract loads"
     );
 }
+
+#[test]
+fn a_missing_or_broken_prompt_stops_start_up_naming_the_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let prompts = dir.path().join("prompts");
+    std::fs::create_dir(&prompts).expect("mkdir");
+    std::fs::write(prompts.join("system.txt"), "Today is {{dat}}.").expect("write");
+    let local = override_file(
+        dir.path(),
+        &format!(
+            "[prompts]\ndir = \"{}\"\n[ocr]\npreload = false\n",
+            prompts.display()
+        ),
+    );
+    let output = chat_proxy(&[&shipped_config(), &local])
+        .output()
+        .expect("binary runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("system.txt") && stderr.contains("dat"),
+        "{stderr}"
+    );
+
+    std::fs::write(prompts.join("system.txt"), "Today is {{date}}.").expect("write");
+    let output = chat_proxy(&[&shipped_config(), &local])
+        .output()
+        .expect("binary runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("ocr_tool.txt"),
+        "the missing template is named: {stderr}"
+    );
+}
