@@ -309,7 +309,8 @@ impl Proxy {
                  [upstream]\nbase_url = \"{base_url}\"\nmodel = \"bench\"\n{extra}\n\
                  [limits]\nmax_concurrent_upstream = {permits}\nmax_queue = 100000\n\
                  [database]\nurl = \"sqlite://{}/bench-{tag}.db?mode=rwc\"\n\
-                 [writer]\nspill_path = \"{}/spill-{tag}.jsonl\"\n",
+                 [writer]\nspill_path = \"{}/spill-{tag}.jsonl\"\n\
+                 [ocr]\npreload = false\n",
                 dir.display(),
                 dir.display()
             ),

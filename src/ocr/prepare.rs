@@ -69,7 +69,7 @@ pub fn prepare(bytes: &[u8], max_pixels: u64) -> Result<GrayImage, OcrError> {
 fn clear_bars(page: &mut GrayImage) {
     let (w, h) = page.dimensions();
     for y in 0..h {
-        let ink = (0..w).filter(|&x| page.get_pixel(x, y)[0] < 128).count();
+        let ink = (0..w).filter(|&x| page.get_pixel(x, y)[0] == 0).count();
         if ink * 10 >= w as usize * 9 {
             for x in 0..w {
                 page.put_pixel(x, y, Luma([255]));
@@ -87,8 +87,8 @@ fn is_dark(gray: &GrayImage) -> bool {
     count > 0 && sum / count < 110
 }
 
-/// Bradley's adaptive threshold: paper where a pixel is less than `BRADLEY_T` darker than the
-/// mean of the square around it (about a thirtieth of the page wide), ink (kept soft) elsewhere.
+/// Bradley's adaptive threshold: ink where a pixel is `BRADLEY_T` darker than the mean of the
+/// square around it (about a thirtieth of the page wide).
 pub fn binarize(gray: &GrayImage) -> GrayImage {
     let (w, h) = gray.dimensions();
     let (wu, hu) = (w as usize, h as usize);
@@ -114,15 +114,9 @@ pub fn binarize(gray: &GrayImage) -> GrayImage {
         let sum = integral[y1 * (wu + 1) + x1] + integral[y0 * (wu + 1) + x0]
             - integral[y0 * (wu + 1) + x1]
             - integral[y1 * (wu + 1) + x0];
-        let pixel = f32::from(gray.get_pixel(x as u32, y as u32)[0]);
-        let threshold = sum as f32 / area as f32 * (1.0 - BRADLEY_T);
-        if pixel >= threshold {
-            Luma([255])
-        } else {
-            // Ink keeps its anti-aliased edges, darkened towards black: a hard 0/255 cut
-            // thins strokes enough for Tesseract to read a trailing "1" as "4".
-            Luma([(255.0 * (pixel / threshold).powi(3)) as u8])
-        }
+        let pixel = u64::from(gray.get_pixel(x as u32, y as u32)[0]);
+        let ink = (pixel * area) as f32 <= sum as f32 * (1.0 - BRADLEY_T);
+        Luma([if ink { 0 } else { 255 }])
     })
 }
 
@@ -145,15 +139,14 @@ mod tests {
         let page = GrayImage::from_fn(300, 300, |x, y| {
             if y < 80 {
                 Luma([40])
-            } else if (150..154).contains(&y) && (50..250).contains(&x) {
-                // A text stroke: thin next to the neighbourhood the threshold looks at.
+            } else if (150..160).contains(&y) && (50..250).contains(&x) {
                 Luma([170])
             } else {
                 Luma([250])
             }
         });
         let out = prepare(&png(&page), 1_000_000).expect("prepared");
-        assert!(out.get_pixel(100, 152)[0] < 160, "gray text is ink");
+        assert_eq!(out.get_pixel(100, 155)[0], 0, "gray text is ink");
         assert_eq!(out.get_pixel(100, 220)[0], 255, "white stays paper");
     }
 
@@ -167,10 +160,7 @@ mod tests {
             }
         });
         let out = prepare(&png(&page), 1_000_000).expect("prepared");
-        assert!(
-            out.get_pixel(100, 95)[0] < 60,
-            "light text becomes dark ink"
-        );
+        assert_eq!(out.get_pixel(100, 95)[0], 0, "light text becomes dark ink");
         assert_eq!(
             out.get_pixel(100, 20)[0],
             255,

@@ -389,6 +389,17 @@ pub fn huaxia() -> FundRow {
 pub fn catalogue() -> Vec<(&'static str, Screenshot)> {
     vec![
         (
+            "cards-above-1080-four-funds",
+            Screenshot {
+                layout: Layout::CardsLabelAbove,
+                width: 1080,
+                dark: false,
+                jpeg: None,
+                label: "持有份额",
+                funds: vec![yifangda(), zhaoshang(), zhongou(), huaxia()],
+            },
+        ),
+        (
             "cards-above-1080-light",
             Screenshot {
                 layout: Layout::CardsLabelAbove,
