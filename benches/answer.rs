@@ -6,12 +6,13 @@
 //!   cargo bench --bench answer                 # every phase
 //!   cargo bench --bench answer -- rss cpu      # only the named phases (ttft, cpu, rss, throughput)
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use chat_proxy::demo::{MockKnobs, MockUpstream};
+
+mod support;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use serde_json::json;
@@ -316,33 +317,7 @@ impl Proxy {
             ),
         )
         .expect("write config");
-        // CHAT_PROXY_BENCH_WRAP="valgrind --tool=massif" runs the proxy under a profiler.
-        let wrap = std::env::var("CHAT_PROXY_BENCH_WRAP").unwrap_or_default();
-        let mut words = wrap.split_whitespace();
-        let mut command = match words.next() {
-            Some(program) => {
-                let mut command = Command::new(program);
-                command.args(words).arg(env!("CARGO_BIN_EXE_chat-proxy"));
-                command
-            }
-            None => Command::new(env!("CARGO_BIN_EXE_chat-proxy")),
-        };
-        let mut child = command
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "warn,chat_proxy::startup=info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("proxy starts");
-        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let addr = loop {
-            let line = lines.next().expect("proxy printed").expect("utf-8");
-            if let Some(addr) = line.split("listening on ").nth(1) {
-                break addr.trim().to_owned();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
+        let (child, addr) = support::start_proxy(&config);
         Self { child, addr }
     }
 

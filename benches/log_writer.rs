@@ -7,14 +7,14 @@
 //!   CHAT_PROXY_TEST_MYSQL_URL=mysql://root@127.0.0.1:3306/test cargo bench --bench log_writer
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chat_proxy::config::{DatabaseConfig, WriterConfig};
 use chat_proxy::demo::{MockKnobs, MockUpstream};
+
+mod support;
 use chat_proxy::store::{ChatLogRecord, Database, LogWriter};
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
@@ -178,22 +178,7 @@ async fn kill_nine_trial(dir: &Path, trial: usize) {
         ),
     )
     .expect("config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chat-proxy"))
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "warn,chat_proxy::startup=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("proxy starts");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let addr = loop {
-        let line = lines.next().expect("output").expect("utf-8");
-        if let Some(addr) = line.split("listening on ").nth(1) {
-            break addr.trim().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let (mut child, addr) = support::start_proxy(&config);
 
     let done: Arc<Mutex<Vec<String>>> = Arc::default();
     let client = reqwest::Client::new();

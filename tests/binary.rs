@@ -51,26 +51,21 @@ fn a_bad_value_stops_start_up_naming_the_key() {
 /// Kills the child if a test fails half-way.
 struct Running(Child);
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// A config beside the shipped one: a free port and a private data folder.
+fn private_override(dir: &Path, extra: &str) -> PathBuf {
+    override_file(
+        dir,
+        &format!(
+            "[server]\nbind = \"127.0.0.1:0\"\n[database]\nurl = \"sqlite://{d}/chat.db?mode=rwc\"\n[writer]\nspill_path = \"{d}/spill.jsonl\"\n{extra}",
+            d = dir.display()
+        ),
+    )
 }
 
-#[test]
-fn runs_on_the_shipped_config_logs_its_address_and_stops_on_sigterm() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let local = override_file(
-        dir.path(),
-        &format!(
-            "[server]\nbind = \"127.0.0.1:0\"\n[database]\nurl = \"sqlite://{}/chat.db?mode=rwc\"\n[writer]\nspill_path = \"{}/spill.jsonl\"\n",
-            dir.path().display(),
-            dir.path().display()
-        ),
-    );
-    let child = chat_proxy(&[&shipped_config(), &local])
-        .env("CHAT_PROXY__LOG__FORMAT", "text")
+/// Starts the binary and waits for `listening on ADDR`; returns it with the address and the
+/// log lines before it.
+fn start_listening(mut command: Command) -> (Running, String, Vec<String>) {
+    let child = command
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -91,6 +86,25 @@ fn runs_on_the_shipped_config_logs_its_address_and_stops_on_sigterm() {
         }
         seen.push(line);
     };
+    // Keep reading so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (running, addr, seen)
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn runs_on_the_shipped_config_logs_its_address_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let local = private_override(dir.path(), "");
+    let mut command = chat_proxy(&[&shipped_config(), &local]);
+    command.env("CHAT_PROXY__LOG__FORMAT", "text");
+    let (mut running, addr, seen) = start_listening(command);
     assert!(
         addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"),
         "{addr}"
@@ -127,30 +141,12 @@ fn runs_on_the_shipped_config_logs_its_address_and_stops_on_sigterm() {
 #[test]
 fn the_binary_runs_with_omp_thread_limit_1_even_when_started_without_it() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let local = override_file(
-        dir.path(),
-        &format!(
-            "[server]\nbind = \"127.0.0.1:0\"\n[ocr]\npreload = false\n[database]\nurl = \"sqlite://{}/chat.db?mode=rwc\"\n[writer]\nspill_path = \"{}/spill.jsonl\"\n",
-            dir.path().display(),
-            dir.path().display()
-        ),
-    );
-    let child = chat_proxy(&[&shipped_config(), &local])
+    let local = private_override(dir.path(), "[ocr]\npreload = false\n");
+    let mut command = chat_proxy(&[&shipped_config(), &local]);
+    command
         .env_remove("OMP_THREAD_LIMIT")
-        .env_remove("CHAT_PROXY_REEXECUTED")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("binary starts");
-    let mut running = Running(child);
-    let stderr = running.0.stderr.take().expect("stderr piped");
-    let mut lines = BufReader::new(stderr).lines();
-    loop {
-        let line = lines.next().expect("a log line").expect("utf-8");
-        if line.contains("listening on ") {
-            break;
-        }
-    }
+        .env_remove("CHAT_PROXY_REEXECUTED");
+    let (running, _, _) = start_listening(command);
     // Same process (exec keeps the pid), new environment.
     let environ = std::fs::read(format!("/proc/{}/environ", running.0.id())).expect("environ");
     let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();

@@ -149,39 +149,50 @@ impl Database {
     /// Inserts the rows in as few statements as the parameter limits allow; a row whose
     /// `request_id` is already stored is skipped, so a replay never duplicates.
     pub async fn insert_chat_logs(&self, rows: &[ChatLogRecord]) -> Result<(), StoreError> {
-        match self {
-            Self::MySql(pool) => {
-                for chunk in rows.chunks(MYSQL_MAX_PARAMS / CHAT_COLUMN_COUNT) {
-                    let mut query = chat_insert::<MySql>(chunk);
-                    query.push(" ON DUPLICATE KEY UPDATE request_id = request_id");
-                    query.build().execute(pool).await?;
-                }
-            }
-            Self::Sqlite(pool) => {
-                for chunk in rows.chunks(SQLITE_MAX_PARAMS / CHAT_COLUMN_COUNT) {
-                    let mut query = chat_insert::<Sqlite>(chunk);
-                    query.push(" ON CONFLICT (request_id) DO NOTHING");
-                    query.build().execute(pool).await?;
-                }
-            }
-        }
-        Ok(())
+        self.insert_rows(
+            rows,
+            CHAT_COLUMN_COUNT,
+            "request_id",
+            chat_insert::<MySql>,
+            chat_insert::<Sqlite>,
+        )
+        .await
     }
 
     /// Like [`Database::insert_chat_logs`], keyed on `ocr_id`.
     pub async fn insert_ocr_results(&self, rows: &[OcrResultRecord]) -> Result<(), StoreError> {
+        self.insert_rows(
+            rows,
+            OCR_COLUMN_COUNT,
+            "ocr_id",
+            ocr_insert::<MySql>,
+            ocr_insert::<Sqlite>,
+        )
+        .await
+    }
+
+    /// Multi-row INSERTs in chunks under the dialect's parameter limit, skipping rows whose
+    /// unique `key` is already stored.
+    async fn insert_rows<R>(
+        &self,
+        rows: &[R],
+        columns: usize,
+        key: &str,
+        mysql: fn(&[R]) -> QueryBuilder<MySql>,
+        sqlite: fn(&[R]) -> QueryBuilder<Sqlite>,
+    ) -> Result<(), StoreError> {
         match self {
             Self::MySql(pool) => {
-                for chunk in rows.chunks(MYSQL_MAX_PARAMS / OCR_COLUMN_COUNT) {
-                    let mut query = ocr_insert::<MySql>(chunk);
-                    query.push(" ON DUPLICATE KEY UPDATE ocr_id = ocr_id");
+                for chunk in rows.chunks(MYSQL_MAX_PARAMS / columns) {
+                    let mut query = mysql(chunk);
+                    query.push(format!(" ON DUPLICATE KEY UPDATE {key} = {key}"));
                     query.build().execute(pool).await?;
                 }
             }
             Self::Sqlite(pool) => {
-                for chunk in rows.chunks(SQLITE_MAX_PARAMS / OCR_COLUMN_COUNT) {
-                    let mut query = ocr_insert::<Sqlite>(chunk);
-                    query.push(" ON CONFLICT (ocr_id) DO NOTHING");
+                for chunk in rows.chunks(SQLITE_MAX_PARAMS / columns) {
+                    let mut query = sqlite(chunk);
+                    query.push(format!(" ON CONFLICT ({key}) DO NOTHING"));
                     query.build().execute(pool).await?;
                 }
             }
