@@ -587,6 +587,36 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_config_lists_every_key() {
+        fn keys(value: &toml::Value, prefix: &str, out: &mut Vec<String>) {
+            if let toml::Value::Table(table) = value {
+                for (k, v) in table {
+                    let name = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    if v.is_table() {
+                        keys(v, &name, out);
+                    } else {
+                        out.push(name);
+                    }
+                }
+            }
+        }
+        let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+        let text = std::fs::read_to_string(shipped).expect("config.toml");
+        let shipped: toml::Value = toml::from_str(&text).expect("valid TOML");
+        let defaults = toml::Value::try_from(Config::default()).expect("serialises");
+        let (mut want, mut have) = (Vec::new(), Vec::new());
+        keys(&defaults, "", &mut want);
+        keys(&shipped, "", &mut have);
+        want.sort();
+        have.sort();
+        assert_eq!(have, want, "config.toml must list every key");
+    }
+
+    #[test]
     fn later_files_override_key_by_key() {
         let dir = tempfile::tempdir().expect("temp dir");
         let a = write(
