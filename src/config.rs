@@ -17,6 +17,7 @@ pub const DEMO_BASE_URL: &str = "demo";
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
+    pub auth: AuthConfig,
     pub upstream: UpstreamConfig,
     pub limits: LimitsConfig,
     pub demo: DemoConfig,
@@ -48,6 +49,27 @@ impl Default for ServerConfig {
             shutdown_grace_ms: 10_000,
             keepalive_ms: 15_000,
             max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Client keys (`Authorization: Bearer KEY`): each the key itself or `sha256:HEX` of it.
+    pub keys: Vec<String>,
+    /// Environment variable with more keys, comma-separated.
+    pub keys_env: String,
+    /// Run without keys on a non-loopback bind (refused otherwise).
+    pub disabled: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            keys_env: "CHAT_PROXY_CLIENT_KEYS".into(),
+            disabled: false,
         }
     }
 }
@@ -377,6 +399,21 @@ impl Config {
             .parse::<SocketAddr>()
             .map_err(|e| key_error("server.bind", format!("`{}`: {e}", self.server.bind)))?;
         positive("server.keepalive_ms", self.server.keepalive_ms)?;
+        for key in &self.auth.keys {
+            if let Some(hex) = key.strip_prefix("sha256:") {
+                if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(key_error(
+                        "auth.keys",
+                        "a `sha256:` key needs 64 hex digits",
+                    ));
+                }
+            } else if key.len() < 16 {
+                return Err(key_error(
+                    "auth.keys",
+                    "a key must be at least 16 characters",
+                ));
+            }
+        }
         positive("server.max_body_bytes", self.server.max_body_bytes as u64)?;
         if !self.upstream.is_demo() {
             let url = url::Url::parse(&self.upstream.base_url).map_err(|e| {

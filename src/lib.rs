@@ -2,7 +2,8 @@
 //!
 //! - [`config`]: typed settings from `config.toml` files and `CHAT_PROXY__*` variables.
 //! - [`startup`]: builds the [`startup::Application`] and runs it until shutdown.
-//! - [`routes`]: the HTTP endpoints (thin handlers), [`error`] their JSON errors.
+//! - [`routes`]: the HTTP endpoints (thin handlers), [`error`] their JSON errors, [`auth`]
+//!   the client API keys in front of them.
 //! - [`answer`]: one `/answer` exchange, from checked request to streamed events.
 //! - [`limiter`]: the permit queue guarding the upstream's parallel limit.
 //! - [`upstream`]: the model API client; [`demo`]: the built-in offline model (also the test mock).
@@ -12,6 +13,7 @@
 //! - [`state`], [`telemetry`]: shared handles and logging.
 
 pub mod answer;
+pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod error;

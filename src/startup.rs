@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::answer::AnswerContext;
 use crate::answer::tools::ToolBox;
+use crate::auth::ClientKeys;
 use crate::config::{Config, ms};
 use crate::demo::{MockKnobs, MockUpstream};
 use crate::limiter::PermitQueue;
@@ -115,7 +116,9 @@ impl Application {
             stop_streams: CancellationToken::new(),
             tools,
         };
-        let state = AppState::new(config.clone(), answer, log, database, ocr);
+        let client_keys = ClientKeys::load(&config.auth, config.bind_addr())?;
+        tracing::info!(keys = client_keys.required(), "client API keys");
+        let state = AppState::new(config.clone(), answer, log, database, ocr, client_keys);
         let listener = TcpListener::bind(config.bind_addr())
             .await
             .with_context(|| format!("binding server.bind = {}", config.server.bind))?;

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use crate::answer::{AnswerContext, AnswerEvent, AnswerRequest, Exchange, ExchangeOutcome};
+use crate::auth::{ClientKeyId, ClientKeys};
 use crate::config::Config;
 use crate::limiter::Entry;
 use crate::ocr::OcrService;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub ocr: Arc<OcrService>,
     /// Batch OCR jobs in progress and recently finished.
     pub jobs: Arc<OcrJobs>,
+    /// The client API keys every route but `/health` checks.
+    pub client_keys: ClientKeys,
     /// Set when shutdown begins: new work is refused with 503 and `/health` says so.
     draining: Arc<AtomicBool>,
     /// Exchanges running now, for `/health`.
@@ -44,6 +47,7 @@ impl AppState {
         log: LogWriter,
         database: Database,
         ocr: Arc<OcrService>,
+        client_keys: ClientKeys,
     ) -> Self {
         Self {
             config,
@@ -53,6 +57,7 @@ impl AppState {
             database,
             ocr,
             jobs: Arc::new(OcrJobs::default()),
+            client_keys,
             draining: Arc::new(AtomicBool::new(false)),
             exchanges_open: Arc::new(AtomicUsize::new(0)),
         }
@@ -75,6 +80,7 @@ impl AppState {
         &self,
         request_id: String,
         request: AnswerRequest,
+        client_key: Option<ClientKeyId>,
         entry: Entry,
         tx: mpsc::Sender<AnswerEvent>,
         received: Instant,
@@ -96,13 +102,9 @@ impl AppState {
                 total_ms = outcome.timings.total_ms,
                 "answer finished"
             );
-            log.submit(chat_log_record(
-                request_id,
-                request,
-                model,
-                outcome,
-                received_at,
-            ));
+            let mut record = chat_log_record(request_id, request, model, outcome, received_at);
+            record.client_key_id = client_key.map(|k| k.0);
+            log.submit(record);
         });
     }
 }

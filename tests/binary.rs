@@ -190,3 +190,51 @@ fn a_missing_or_broken_prompt_stops_start_up_naming_the_file() {
         "the missing template is named: {stderr}"
     );
 }
+
+#[test]
+fn client_keys_come_from_the_environment_and_open_public_binds_are_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let local = private_override(dir.path(), "[ocr]\npreload = false\n");
+    let mut command = chat_proxy(&[&shipped_config(), &local]);
+    command.env(
+        "CHAT_PROXY_CLIENT_KEYS",
+        "env-key-0123456789abcd, other-key-0123456789",
+    );
+    let (_running, addr, _) = start_listening(command);
+    let status = |key: &str| {
+        let mut args = vec![
+            "-s".to_owned(),
+            "-o".into(),
+            "/dev/null".into(),
+            "-w".into(),
+            "%{http_code}".into(),
+        ];
+        if !key.is_empty() {
+            args.extend(["-H".into(), format!("Authorization: Bearer {key}")]);
+        }
+        args.extend([
+            "-d".into(),
+            r#"{"user_input":"hi","stream":false}"#.into(),
+            format!("http://{addr}/answer"),
+        ]);
+        let output = Command::new("curl")
+            .args(&args)
+            .output()
+            .expect("curl runs");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    assert_eq!(status(""), "401");
+    assert_eq!(status("env-key-0123456789abcd"), "200");
+    assert_eq!(status("other-key-0123456789"), "200");
+
+    let public = override_file(
+        dir.path(),
+        "[server]\nbind = \"0.0.0.0:0\"\n[ocr]\npreload = false\n",
+    );
+    let output = chat_proxy(&[&shipped_config(), &public])
+        .env_remove("CHAT_PROXY_CLIENT_KEYS")
+        .output()
+        .expect("binary runs");
+    assert!(!output.status.success(), "an open public bind is refused");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("auth.keys"));
+}

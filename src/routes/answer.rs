@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::answer::{AnswerEvent, AnswerRequest};
+use crate::auth::ClientKeyId;
 use crate::config::ms;
 use crate::error::ApiError;
 use crate::routes::read_body;
@@ -29,6 +30,7 @@ const EVENT_BUFFER: usize = 32;
 pub async fn answer(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,
+    client_key: Option<Extension<ClientKeyId>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let received = Instant::now();
@@ -40,7 +42,8 @@ pub async fn answer(
     let entry = state.answer.queue.enter()?;
     let stream = request.stream;
     let (tx, rx) = mpsc::channel(EVENT_BUFFER);
-    state.start_exchange(request_id, request, entry, tx, received);
+    let client_key = client_key.map(|Extension(key)| key);
+    state.start_exchange(request_id, request, client_key, entry, tx, received);
     if stream {
         Ok(sse(rx, &state))
     } else {

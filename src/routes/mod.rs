@@ -33,6 +33,10 @@ pub fn router(state: AppState) -> Router {
         .route("/actuator/health", get(health::health))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.client_keys.clone(),
+            crate::auth::require_key,
+        ))
         .layer(axum::middleware::from_fn(request_id::assign))
         .with_state(state)
 }

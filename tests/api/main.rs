@@ -1,6 +1,7 @@
 //! End-to-end tests: the real app against the mock model, over real sockets on 127.0.0.1.
 
 mod answer;
+mod auth;
 mod faults;
 mod fixtures;
 mod helpers;
