@@ -7,6 +7,7 @@ use chrono::Utc;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use crate::answer::{AnswerContext, AnswerEvent, AnswerRequest, Exchange, ExchangeOutcome};
 use crate::auth::{ClientKeyId, ClientKeys};
@@ -91,21 +92,26 @@ impl AppState {
         let log = self.log.clone();
         let model = self.answer.model_label.clone();
         open.fetch_add(1, Ordering::AcqRel);
-        self.tasks.spawn(async move {
-            let outcome = exchange.run(request_id.clone(), &request, entry).await;
-            open.fetch_sub(1, Ordering::AcqRel);
-            tracing::info!(
-                request_id,
-                status = outcome.status.as_str(),
-                queue_ms = outcome.timings.queue_ms,
-                ttft_ms = outcome.timings.ttft_ms,
-                total_ms = outcome.timings.total_ms,
-                "answer finished"
-            );
-            let mut record = chat_log_record(request_id, request, model, outcome, received_at);
-            record.client_key_id = client_key.map(|k| k.0);
-            log.submit(record);
-        });
+        // The exchange outlives the handler: it carries the request's span with it.
+        let span = tracing::Span::current();
+        self.tasks.spawn(
+            async move {
+                let outcome = exchange.run(request_id.clone(), &request, entry).await;
+                open.fetch_sub(1, Ordering::AcqRel);
+                tracing::info!(
+                    request_id,
+                    status = outcome.status.as_str(),
+                    queue_ms = outcome.timings.queue_ms,
+                    ttft_ms = outcome.timings.ttft_ms,
+                    total_ms = outcome.timings.total_ms,
+                    "answer finished"
+                );
+                let mut record = chat_log_record(request_id, request, model, outcome, received_at);
+                record.client_key_id = client_key.map(|k| k.0);
+                log.submit(record);
+            }
+            .instrument(span),
+        );
     }
 }
 

@@ -1,10 +1,12 @@
 //! `x-request-id` on every response: a client's own id is kept when it is sane, otherwise the
-//! request gets a new UUID. Handlers read it as `Extension<RequestId>`.
+//! request gets a new UUID. Handlers read it as `Extension<RequestId>`, and the request runs
+//! inside a `request` span carrying it.
 
 use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
+use tracing::Instrument as _;
 
 pub const HEADER: &str = "x-request-id";
 
@@ -23,8 +25,15 @@ pub async fn assign(mut request: Request, next: Next) -> Response {
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let header = HeaderValue::from_str(&id).expect("accepted ids are visible ASCII");
+    // One span per request: every log line it causes carries its id.
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %request.method(),
+        path = %request.uri().path(),
+    );
     request.extensions_mut().insert(RequestId(id));
-    let mut response = next.run(request).await;
+    let mut response = next.run(request).instrument(span).await;
     response.headers_mut().insert(HEADER, header);
     response
 }
