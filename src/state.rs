@@ -106,9 +106,14 @@ impl AppState {
                     total_ms = outcome.timings.total_ms,
                     "answer finished"
                 );
-                let mut record = chat_log_record(request_id, request, model, outcome, received_at);
-                record.client_key_id = client_key.map(|k| k.0);
-                log.submit(record);
+                log.submit(chat_log_record(
+                    request_id,
+                    request,
+                    client_key,
+                    model,
+                    outcome,
+                    received_at,
+                ));
             }
             .instrument(span),
         );
@@ -118,6 +123,7 @@ impl AppState {
 fn chat_log_record(
     request_id: String,
     request: AnswerRequest,
+    client_key: Option<ClientKeyId>,
     model: String,
     outcome: ExchangeOutcome,
     created_at: chrono::DateTime<Utc>,
@@ -127,7 +133,7 @@ fn chat_log_record(
         request_id,
         session_id: request.session_id,
         user_id: request.user_id,
-        client_key_id: None,
+        client_key_id: client_key.map(|k| k.0),
         model,
         request_messages: serde_json::Value::Array(request.messages),
         answer: outcome.answer,

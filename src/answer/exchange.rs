@@ -45,6 +45,9 @@ pub struct DoneInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
     pub timings: Timings,
+    /// Each tool call with its result, for `stream: false` (streams saw them as events).
+    #[serde(skip)]
+    pub tool_calls: Vec<Value>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -270,6 +273,7 @@ impl Exchange {
             finish_reason: self.finish_reason.clone(),
             usage: self.usage,
             timings: self.timings,
+            tool_calls: self.tool_calls.clone(),
         })))
         .await
     }

@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -168,7 +167,7 @@ impl ToolBox {
         Ok(ImageRequest {
             url_type,
             image_url: image_url.to_owned(),
-            upload: None::<Bytes>,
+            upload: None,
         })
     }
 }

@@ -80,20 +80,11 @@ fn to_sse(event: AnswerEvent) -> Event {
 async fn collect(mut rx: mpsc::Receiver<AnswerEvent>) -> Result<Response, ApiError> {
     let mut request_id = String::new();
     let mut reply = String::new();
-    let mut tool_calls: Vec<serde_json::Value> = Vec::new();
     while let Some(event) = rx.recv().await {
         match event {
             AnswerEvent::Meta { request_id: id, .. } => request_id = id,
-            AnswerEvent::Queued { .. } => {}
+            AnswerEvent::Queued { .. } | AnswerEvent::ToolCall(_) | AnswerEvent::ToolResult(_) => {}
             AnswerEvent::Delta(text) => reply.push_str(&text),
-            AnswerEvent::ToolCall(call) => {
-                tool_calls.push(json!({"id": call.id, "name": call.name, "arguments": call.arguments, "result": null}));
-            }
-            AnswerEvent::ToolResult(result) => {
-                if let Some(call) = tool_calls.iter_mut().find(|c| c["id"] == result["id"]) {
-                    call["result"] = *result;
-                }
-            }
             AnswerEvent::Done(done) => {
                 let body = json!({
                     "request_id": request_id,
@@ -101,7 +92,7 @@ async fn collect(mut rx: mpsc::Receiver<AnswerEvent>) -> Result<Response, ApiErr
                     "finish_reason": done.finish_reason,
                     "usage": done.usage,
                     "timings": done.timings,
-                    "tool_calls": tool_calls,
+                    "tool_calls": done.tool_calls,
                 });
                 return Ok((StatusCode::OK, Json(body)).into_response());
             }

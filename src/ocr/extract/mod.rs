@@ -174,7 +174,7 @@ fn fund_name(lines: &[Line], li: usize, start: usize, code: Rect) -> (Option<Str
         if !overlaps || SHARE_LABEL.is_match(&above.text) {
             continue;
         }
-        if let Some(name) = clean(above.text.split("  ").next().unwrap_or(&above.text)) {
+        if let Some(name) = clean(&above.text) {
             return (Some(name), above.rect.top);
         }
     }
