@@ -9,9 +9,10 @@ set -euo pipefail
 want=(pkg-config ca-certificates libclang-dev libtesseract-dev libleptonica-dev
       tesseract-ocr-chi-sim tesseract-ocr-eng)
 if [[ "${1:-run}" == "test" ]]; then
-    # Tests and benchmarks: MariaDB, curl, a CJK font to draw the OCR fixtures, and the
-    # tesseract command-line tool the OCR benchmark compares against.
-    want+=(curl mariadb-server mariadb-client fonts-wqy-zenhei tesseract-ocr)
+    # Tests and benchmarks: MariaDB, curl, a CJK font to draw the OCR fixtures, the tesseract
+    # command-line tool the OCR benchmark compares against, and promtool (package prometheus),
+    # which checks /metrics.
+    want+=(curl mariadb-server mariadb-client fonts-wqy-zenhei tesseract-ocr prometheus)
 fi
 
 missing=()

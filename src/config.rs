@@ -27,6 +27,7 @@ pub struct Config {
     pub tools: ToolsConfig,
     pub prompts: PromptsConfig,
     pub log: LogConfig,
+    pub cors: CorsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,6 +41,11 @@ pub struct ServerConfig {
     pub keepalive_ms: u64,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// A client must send a whole request head within this of connecting (or of its first byte
+    /// after an answered request on the same connection).
+    pub header_read_timeout_ms: u64,
+    /// A connection with no request in progress is closed after this.
+    pub idle_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -49,6 +55,8 @@ impl Default for ServerConfig {
             shutdown_grace_ms: 10_000,
             keepalive_ms: 15_000,
             max_body_bytes: 1024 * 1024,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
         }
     }
 }
@@ -135,6 +143,13 @@ pub struct LimitsConfig {
     pub max_messages: usize,
     /// Most characters of message text in one `/answer` request.
     pub max_input_chars: usize,
+    /// `/answer` requests one client (key, or address when no keys are set) may have open at
+    /// once; 0 for no limit.
+    pub per_key_max_concurrent: usize,
+    /// `/answer` requests one client may start per minute, on average; 0 for no limit.
+    pub per_key_requests_per_minute: u32,
+    /// Requests one client may start in a burst before the per-minute rate applies.
+    pub per_key_burst: u32,
 }
 
 impl Default for LimitsConfig {
@@ -145,6 +160,9 @@ impl Default for LimitsConfig {
             max_queue: 2_000,
             max_messages: 200,
             max_input_chars: 200_000,
+            per_key_max_concurrent: 0,
+            per_key_requests_per_minute: 0,
+            per_key_burst: 10,
         }
     }
 }
@@ -330,6 +348,8 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// tracing filter, e.g. `info` or `chat_proxy=debug,info`; `RUST_LOG` wins when set.
     pub filter: String,
+    /// Include the user's question and the model's reply in the exchange log line.
+    pub user_text: bool,
 }
 
 impl Default for LogConfig {
@@ -337,6 +357,26 @@ impl Default for LogConfig {
         Self {
             format: LogFormat::Text,
             filter: "info".into(),
+            user_text: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    /// Browser origins allowed to call the API (`https://chat.example.com`), or `*` for any.
+    /// Empty: no CORS headers at all.
+    pub allowed_origins: Vec<String>,
+    /// How long browsers may cache a preflight answer.
+    pub max_age_s: u64,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            max_age_s: 600,
         }
     }
 }
@@ -415,6 +455,29 @@ impl Config {
             }
         }
         positive("server.max_body_bytes", self.server.max_body_bytes as u64)?;
+        positive(
+            "server.header_read_timeout_ms",
+            self.server.header_read_timeout_ms,
+        )?;
+        positive("server.idle_timeout_ms", self.server.idle_timeout_ms)?;
+        if self.limits.per_key_requests_per_minute > 0 {
+            positive("limits.per_key_burst", self.limits.per_key_burst.into())?;
+        }
+        for origin in &self.cors.allowed_origins {
+            if origin != "*" && axum::http::HeaderValue::from_str(origin).is_err() {
+                return Err(key_error(
+                    "cors.allowed_origins",
+                    format!("`{origin}` is not a valid origin"),
+                ));
+            }
+        }
+        if self.cors.allowed_origins.len() > 1 && self.cors.allowed_origins.iter().any(|o| o == "*")
+        {
+            return Err(key_error(
+                "cors.allowed_origins",
+                "`*` allows every origin and cannot be combined with others",
+            ));
+        }
         if !self.upstream.is_demo() {
             let url = url::Url::parse(&self.upstream.base_url).map_err(|e| {
                 key_error(

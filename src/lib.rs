@@ -1,7 +1,8 @@
 //! chat-proxy: a streaming proxy between chatbot front ends and an OpenAI-compatible model API.
 //!
 //! - [`config`]: typed settings from `config.toml` files and `CHAT_PROXY__*` variables.
-//! - [`startup`]: builds the [`startup::Application`] and runs it until shutdown.
+//! - [`startup`]: builds the [`startup::Application`] and runs it until shutdown; [`serve`] is
+//!   its connection loop with the header-read and idle timeouts.
 //! - [`routes`]: the HTTP endpoints (thin handlers), [`error`] their JSON errors, [`auth`]
 //!   the client API keys in front of them.
 //! - [`answer`]: one `/answer` exchange, from checked request to streamed events.
@@ -10,7 +11,7 @@
 //! - [`ocr`]: safe image fetch, Tesseract engine pool, fund-holdings extraction.
 //! - [`prompts`]: the prompt templates read from `prompts/` at start-up.
 //! - [`store`]: the database and the background log writer that never delays a response.
-//! - [`state`], [`telemetry`]: shared handles and logging.
+//! - [`state`], [`telemetry`], [`metrics`]: shared handles, logging, and `/metrics`.
 
 pub mod answer;
 pub mod auth;
@@ -18,9 +19,11 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod limiter;
+pub mod metrics;
 pub mod ocr;
 pub mod prompts;
 pub mod routes;
+pub mod serve;
 pub mod startup;
 pub mod state;
 pub mod store;

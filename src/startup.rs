@@ -1,13 +1,12 @@
 //! Builds the application from a [`Config`] and runs it until SIGTERM/SIGINT (or any future the
 //! caller chooses, which is how tests stop it), then shuts down in order.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::serve::ListenerExt as _;
 use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -18,9 +17,11 @@ use crate::auth::ClientKeys;
 use crate::config::{Config, ms};
 use crate::demo::{MockKnobs, MockUpstream};
 use crate::limiter::PermitQueue;
+use crate::metrics::{AnswerMetrics, Metrics};
 use crate::ocr::OcrService;
 use crate::prompts::Prompts;
 use crate::routes;
+use crate::serve::{ConnectionLimits, serve};
 use crate::state::AppState;
 use crate::store::{Database, LogWriter};
 use crate::upstream::UpstreamClient;
@@ -115,10 +116,20 @@ impl Application {
             queue,
             stop_streams: CancellationToken::new(),
             tools,
+            metrics: AnswerMetrics::default(),
         };
+        let metrics = Arc::new(Metrics::new(&answer.metrics, ocr.metrics()));
         let client_keys = ClientKeys::load(&config.auth, config.bind_addr())?;
         tracing::info!(keys = client_keys.required(), "client API keys");
-        let state = AppState::new(config.clone(), answer, log, database, ocr, client_keys);
+        let state = AppState::new(
+            config.clone(),
+            answer,
+            log,
+            database,
+            ocr,
+            client_keys,
+            metrics,
+        );
         let listener = TcpListener::bind(config.bind_addr())
             .await
             .with_context(|| format!("binding server.bind = {}", config.server.bind))?;
@@ -189,18 +200,13 @@ impl Application {
             }
         });
 
-        // Small SSE events must leave at once: without TCP_NODELAY, Nagle holds a delta behind
-        // the unacknowledged `meta` for the client's delayed ACK (about 40 ms).
-        let listener = listener.tap_io(|tcp| {
-            if let Err(err) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %err, "cannot set TCP_NODELAY");
-            }
-        });
-        let server = axum::serve(listener, routes::router(state.clone()))
-            .with_graceful_shutdown(signalled.clone().cancelled_owned())
-            .into_future();
+        let limits = ConnectionLimits {
+            header_read_timeout: ms(state.config.server.header_read_timeout_ms),
+            idle_timeout: ms(state.config.server.idle_timeout_ms),
+        };
+        let server = serve(listener, routes::router(state.clone()), limits, signalled);
         tokio::select! {
-            served = server => served.context("serving HTTP")?,
+            () = server => {}
             () = async {
                 stop_streams.cancelled().await;
                 tokio::time::sleep(CLOSE_WAIT).await;

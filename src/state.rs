@@ -13,6 +13,7 @@ use crate::answer::{AnswerContext, AnswerEvent, AnswerRequest, Exchange, Exchang
 use crate::auth::{ClientKeyId, ClientKeys};
 use crate::config::Config;
 use crate::limiter::Entry;
+use crate::metrics::Metrics;
 use crate::ocr::OcrService;
 use crate::ocr::jobs::OcrJobs;
 use crate::store::{ChatLogRecord, Database, LogWriter};
@@ -35,6 +36,8 @@ pub struct AppState {
     pub jobs: Arc<OcrJobs>,
     /// The client API keys every route but `/health` checks.
     pub client_keys: ClientKeys,
+    /// The `/metrics` registry.
+    pub metrics: Arc<Metrics>,
     /// Set when shutdown begins: new work is refused with 503 and `/health` says so.
     draining: Arc<AtomicBool>,
     /// Exchanges running now, for `/health`.
@@ -49,6 +52,7 @@ impl AppState {
         database: Database,
         ocr: Arc<OcrService>,
         client_keys: ClientKeys,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             config,
@@ -59,6 +63,7 @@ impl AppState {
             ocr,
             jobs: Arc::new(OcrJobs::default()),
             client_keys,
+            metrics,
             draining: Arc::new(AtomicBool::new(false)),
             exchanges_open: Arc::new(AtomicUsize::new(0)),
         }
@@ -91,6 +96,7 @@ impl AppState {
         let open = self.exchanges_open.clone();
         let log = self.log.clone();
         let model = self.answer.model_label.clone();
+        let metrics = self.answer.metrics.clone();
         open.fetch_add(1, Ordering::AcqRel);
         // The exchange outlives the handler: it carries the request's span with it.
         let span = tracing::Span::current();
@@ -98,6 +104,7 @@ impl AppState {
             async move {
                 let outcome = exchange.run(request_id.clone(), &request, entry).await;
                 open.fetch_sub(1, Ordering::AcqRel);
+                metrics.observe(&outcome);
                 tracing::info!(
                     request_id,
                     status = outcome.status.as_str(),

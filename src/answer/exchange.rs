@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
 use crate::limiter::{Entry, PermitQueue, QueueError, UpstreamPermit};
+use crate::metrics::AnswerMetrics;
 use crate::upstream::wire::Usage;
 use crate::upstream::{UpstreamClient, UpstreamError};
 
@@ -107,6 +108,8 @@ pub struct AnswerContext {
     pub stop_streams: CancellationToken,
     /// The tools offered to the model; `None` when `tools.enabled` is off.
     pub tools: Option<Arc<ToolBox>>,
+    /// Queue waits, first tokens and outcomes for `/metrics`.
+    pub metrics: AnswerMetrics,
 }
 
 /// Why an exchange stopped before its end.

@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use crate::config::{OcrConfig, ms};
 use crate::error::ApiError;
+use crate::metrics::OcrMetrics;
 use crate::store::{LogWriter, OcrResultRecord};
 
 pub use engine::EnginePool;
@@ -127,6 +128,7 @@ pub struct OcrService {
     fetcher: ImageFetcher,
     pool: EnginePool,
     recent: Mutex<Recent>,
+    metrics: OcrMetrics,
 }
 
 /// A recognition's outcome and the `ocr_results` row that records it, success or not.
@@ -148,11 +150,17 @@ impl OcrService {
             pool: EnginePool::new(&config.languages, config.engines()),
             config,
             recent: Mutex::new(Recent::default()),
+            metrics: OcrMetrics::default(),
         })
     }
 
     pub fn pool(&self) -> &EnginePool {
         &self.pool
+    }
+
+    /// Run times by outcome, for `/metrics`.
+    pub fn metrics(&self) -> &OcrMetrics {
+        &self.metrics
     }
 
     pub fn config(&self) -> &OcrConfig {
@@ -193,6 +201,8 @@ impl OcrService {
                 String::new(),
             ),
         };
+        self.metrics
+            .observe(error_code.as_deref().unwrap_or("ok"), elapsed_ms);
         let first = funds.first();
         let record = OcrResultRecord {
             ocr_id: id.clone(),

@@ -2,6 +2,7 @@
 
 pub mod answer;
 pub mod health;
+pub mod metrics;
 pub mod ocr;
 pub mod request_id;
 
@@ -9,9 +10,14 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::rejection::BytesRejection;
-use axum::http::StatusCode;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::routing::{get, post};
 
+use std::time::Duration;
+
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::config::CorsConfig;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -23,7 +29,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ocr", post(ocr::recognize))
         .route("/ocr_handler", post(ocr::recognize))
         .layer(DefaultBodyLimit::max(upload_limit));
-    Router::new()
+    let routes = Router::new()
         .merge(ocr_routes)
         .route("/ocr/jobs", post(ocr::create_job))
         .route("/ocr/jobs/{id}", get(ocr::get_job))
@@ -31,14 +37,54 @@ pub fn router(state: AppState) -> Router {
         .route("/answer", post(answer::answer))
         .route("/health", get(health::health))
         .route("/actuator/health", get(health::health))
+        .route("/metrics", get(metrics::metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
             state.client_keys.clone(),
             crate::auth::require_key,
-        ))
+        ));
+    // Outside the key check: browsers send preflights without credentials.
+    let routes = match cors(&state.config.cors) {
+        Some(cors) => routes.layer(cors),
+        None => routes,
+    };
+    routes
         .layer(axum::middleware::from_fn(request_id::assign))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::count_requests,
+        ))
         .with_state(state)
+}
+
+/// The CORS policy for browser front ends on other origins; none when no origin is configured
+/// (preflights then reach the routes and get 405 or 404).
+fn cors(config: &CorsConfig) -> Option<CorsLayer> {
+    if config.allowed_origins.is_empty() {
+        return None;
+    }
+    let origins = if config.allowed_origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            config
+                .allowed_origins
+                .iter()
+                .filter_map(|origin| HeaderValue::from_str(origin).ok()),
+        )
+    };
+    let layer = CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([Method::GET, Method::POST, Method::PATCH])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([HeaderName::from_static("x-request-id"), header::RETRY_AFTER])
+        .max_age(Duration::from_secs(config.max_age_s));
+    Some(layer)
 }
 
 async fn not_found() -> ApiError {

@@ -1,0 +1,202 @@
+//! Connection limits (header-read and idle timeouts) and CORS for browser front ends.
+
+use std::time::{Duration, Instant};
+
+use chat_proxy::demo::MockKnobs;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::helpers::{last, read_events, spawn_app_with};
+
+/// Reads until the server closes the connection; returns what it sent and when it closed.
+async fn read_until_closed(tcp: &mut TcpStream) -> (String, Instant) {
+    let mut received = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut received))
+        .await
+        .expect("the server closes the connection")
+        .expect("read");
+    (
+        String::from_utf8_lossy(&received).into_owned(),
+        Instant::now(),
+    )
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_request_head_is_disconnected() {
+    let app = spawn_app_with(MockKnobs::default(), |c| {
+        c.server.header_read_timeout_ms = 300;
+    })
+    .await;
+    let started = Instant::now();
+    let mut tcp = TcpStream::connect(app.addr).await.expect("connect");
+    // A slow client: part of a head, then a header line now and then, never the blank line.
+    tcp.write_all(b"POST /answer HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tcp.write_all(b"X-Slow: 1\r\n").await.expect("write");
+    }
+    let (received, closed) = read_until_closed(&mut tcp).await;
+    assert!(
+        received.is_empty(),
+        "no response to half a head: {received}"
+    );
+    let after = closed - started;
+    assert!(
+        after >= Duration::from_millis(300),
+        "closed early: {after:?}"
+    );
+
+    // A client that connects and says nothing is closed the same way.
+    let mut silent = TcpStream::connect(app.addr).await.expect("connect");
+    read_until_closed(&mut silent).await;
+}
+
+#[tokio::test]
+async fn an_idle_kept_alive_connection_is_closed_but_a_long_quiet_stream_is_not() {
+    let app = spawn_app_with(
+        MockKnobs {
+            tokens: Some(3),
+            // Each gap is longer than the idle timeout: the stream must still run to the end.
+            token_delay: Duration::from_millis(400),
+            ..MockKnobs::default()
+        },
+        |c| {
+            c.server.idle_timeout_ms = 250;
+            c.server.header_read_timeout_ms = 5_000;
+            c.server.keepalive_ms = 60_000;
+        },
+    )
+    .await;
+    let mut tcp = TcpStream::connect(app.addr).await.expect("connect");
+    let body = json!({"user_input": "quiet stream", "stream": false}).to_string();
+    let request = format!(
+        "POST /answer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(request.as_bytes()).await.expect("write");
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&received).contains("\"usage\"") {
+        let n = tcp.read(&mut buf).await.expect("read");
+        assert!(n > 0, "closed before the slow answer arrived");
+        received.extend_from_slice(&buf[..n]);
+    }
+    let answered = Instant::now();
+    let received = String::from_utf8_lossy(&received).into_owned();
+    assert!(received.starts_with("HTTP/1.1 200"), "{received}");
+    assert!(
+        received.contains("\"finish_reason\":\"stop\""),
+        "{received}"
+    );
+    // Kept alive after the answer, then closed once idle for the timeout.
+    let (rest, closed) = read_until_closed(&mut tcp).await;
+    assert!(rest.is_empty(), "{rest}");
+    let idle = closed - answered;
+    assert!(
+        idle >= Duration::from_millis(200),
+        "closed too soon: {idle:?}"
+    );
+    assert!(
+        idle < Duration::from_secs(4),
+        "idle timeout ignored: {idle:?}"
+    );
+
+    let events = read_events(
+        app.client
+            .post(app.url("/answer"))
+            .json(&json!({"user_input": "quiet sse"}))
+            .send()
+            .await
+            .expect("sent"),
+    )
+    .await;
+    assert_eq!(last(&events).name, "done", "{events:?}");
+}
+
+#[tokio::test]
+async fn cors_is_off_by_default() {
+    let app = spawn_app_with(MockKnobs::default(), |_| {}).await;
+    let preflight = app
+        .client
+        .request(reqwest::Method::OPTIONS, app.url("/answer"))
+        .header("Origin", "https://chat.example.com")
+        .header("Access-Control-Request-Method", "POST")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(preflight.status(), 405);
+    assert!(
+        !preflight
+            .headers()
+            .contains_key("access-control-allow-origin")
+    );
+}
+
+#[tokio::test]
+async fn cors_preflight_allows_configured_origins_only_and_needs_no_key() {
+    const KEY: &str = "client-key-0123456789";
+    let app = spawn_app_with(MockKnobs::default(), |c| {
+        c.cors.allowed_origins = vec!["https://chat.example.com".into()];
+        c.auth.keys = vec![KEY.into()];
+    })
+    .await;
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(reqwest::Method::OPTIONS, app.url("/answer"))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header(
+                "Access-Control-Request-Headers",
+                "authorization, content-type",
+            )
+            .send()
+    };
+    let allowed = preflight("https://chat.example.com").await.expect("sent");
+    assert_eq!(allowed.status(), 200);
+    let headers = allowed.headers();
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://chat.example.com"
+    );
+    let methods = headers["access-control-allow-methods"]
+        .to_str()
+        .expect("ASCII");
+    assert!(methods.contains("POST"), "{methods}");
+    let allowed_headers = headers["access-control-allow-headers"]
+        .to_str()
+        .expect("ASCII");
+    assert!(
+        allowed_headers.contains("authorization"),
+        "{allowed_headers}"
+    );
+    assert_eq!(headers["access-control-max-age"], "600");
+
+    let other = preflight("https://evil.example.net").await.expect("sent");
+    assert!(
+        !other.headers().contains_key("access-control-allow-origin"),
+        "an origin not configured is not allowed"
+    );
+
+    // The real request from the allowed origin carries the headers a browser needs to read it.
+    let answer = app
+        .client
+        .post(app.url("/answer"))
+        .header("Origin", "https://chat.example.com")
+        .bearer_auth(KEY)
+        .json(&json!({"user_input": "hi", "stream": false}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(answer.status(), 200);
+    assert_eq!(
+        answer.headers()["access-control-allow-origin"],
+        "https://chat.example.com"
+    );
+    let exposed = answer.headers()["access-control-expose-headers"]
+        .to_str()
+        .expect("ASCII");
+    assert!(exposed.contains("x-request-id"), "{exposed}");
+}
