@@ -6,7 +6,8 @@
 //! - [`routes`]: the HTTP endpoints (thin handlers), [`error`] their JSON errors, [`auth`]
 //!   the client API keys in front of them.
 //! - [`answer`]: one `/answer` exchange, from checked request to streamed events.
-//! - [`limiter`]: the permit queue guarding the upstream's parallel limit.
+//! - [`limiter`]: the permit queue guarding the upstream's parallel limit; [`fairness`]: the
+//!   per-client limits in front of it.
 //! - [`upstream`]: the model API client; [`demo`]: the built-in offline model (also the test mock).
 //! - [`ocr`]: safe image fetch, Tesseract engine pool, fund-holdings extraction.
 //! - [`prompts`]: the prompt templates read from `prompts/` at start-up.
@@ -18,6 +19,7 @@ pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod fairness;
 pub mod limiter;
 pub mod metrics;
 pub mod ocr;

@@ -12,11 +12,21 @@ use tracing::Instrument as _;
 use crate::answer::{AnswerContext, AnswerEvent, AnswerRequest, Exchange, ExchangeOutcome};
 use crate::auth::{ClientKeyId, ClientKeys};
 use crate::config::Config;
+use crate::fairness::{ClientLimits, ClientSlot};
 use crate::limiter::Entry;
 use crate::metrics::Metrics;
 use crate::ocr::OcrService;
 use crate::ocr::jobs::OcrJobs;
 use crate::store::{ChatLogRecord, Database, LogWriter};
+
+/// A request let through the per-client limits and into the permit queue.
+pub struct Admitted {
+    pub client_key: Option<ClientKeyId>,
+    /// Counts against the client's concurrency limit until the exchange ends.
+    pub slot: ClientSlot,
+    pub entry: Entry,
+    pub received: Instant,
+}
 
 #[derive(Clone)]
 pub struct AppState {
@@ -38,6 +48,8 @@ pub struct AppState {
     pub client_keys: ClientKeys,
     /// The `/metrics` registry.
     pub metrics: Arc<Metrics>,
+    /// Per-client concurrency and rate limits on `/answer`.
+    pub client_limits: ClientLimits,
     /// Set when shutdown begins: new work is refused with 503 and `/health` says so.
     draining: Arc<AtomicBool>,
     /// Exchanges running now, for `/health`.
@@ -54,6 +66,7 @@ impl AppState {
         client_keys: ClientKeys,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let client_limits = ClientLimits::new(&config.limits);
         Self {
             config,
             answer,
@@ -64,6 +77,7 @@ impl AppState {
             jobs: Arc::new(OcrJobs::default()),
             client_keys,
             metrics,
+            client_limits,
             draining: Arc::new(AtomicBool::new(false)),
             exchanges_open: Arc::new(AtomicUsize::new(0)),
         }
@@ -86,31 +100,42 @@ impl AppState {
         &self,
         request_id: String,
         request: AnswerRequest,
-        client_key: Option<ClientKeyId>,
-        entry: Entry,
+        admitted: Admitted,
         tx: mpsc::Sender<AnswerEvent>,
-        received: Instant,
     ) {
+        let Admitted {
+            client_key,
+            slot,
+            entry,
+            received,
+        } = admitted;
         let received_at = Utc::now();
         let exchange = Exchange::new(self.answer.clone(), tx, received);
         let open = self.exchanges_open.clone();
         let log = self.log.clone();
         let model = self.answer.model_label.clone();
         let metrics = self.answer.metrics.clone();
+        let log_user_text = self.config.log.user_text;
         open.fetch_add(1, Ordering::AcqRel);
         // The exchange outlives the handler: it carries the request's span with it.
         let span = tracing::Span::current();
         self.tasks.spawn(
             async move {
                 let outcome = exchange.run(request_id.clone(), &request, entry).await;
+                drop(slot);
                 open.fetch_sub(1, Ordering::AcqRel);
                 metrics.observe(&outcome);
+                // User text only when the operator allows it (`log.user_text`).
+                let question = log_user_text.then(|| last_user_text(&request.messages));
+                let reply = log_user_text.then_some(outcome.answer.as_str());
                 tracing::info!(
                     request_id,
                     status = outcome.status.as_str(),
                     queue_ms = outcome.timings.queue_ms,
                     ttft_ms = outcome.timings.ttft_ms,
                     total_ms = outcome.timings.total_ms,
+                    question,
+                    reply,
                     "answer finished"
                 );
                 log.submit(chat_log_record(
@@ -124,6 +149,22 @@ impl AppState {
             }
             .instrument(span),
         );
+    }
+}
+
+/// The text of the last user message (text parts joined), for the log when it may hold it.
+fn last_user_text(messages: &[serde_json::Value]) -> String {
+    let Some(message) = messages.iter().rev().find(|m| m["role"] == "user") else {
+        return String::new();
+    };
+    match &message["content"] {
+        serde_json::Value::String(text) => text.clone(),
+        serde_json::Value::Array(parts) => parts
+            .iter()
+            .filter_map(|part| part["text"].as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
     }
 }
 

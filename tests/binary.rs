@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 fn shipped_config() -> PathBuf {
@@ -48,8 +49,8 @@ fn a_bad_value_stops_start_up_naming_the_key() {
     );
 }
 
-/// Kills the child if a test fails half-way.
-struct Running(Child);
+/// Kills the child if a test fails half-way; `.1` yields its log lines after `listening on`.
+struct Running(Child, mpsc::Receiver<String>);
 
 /// A config beside the shipped one: a free port and a private data folder.
 fn private_override(dir: &Path, extra: &str) -> PathBuf {
@@ -70,7 +71,8 @@ fn start_listening(mut command: Command) -> (Running, String, Vec<String>) {
         .stdout(Stdio::null())
         .spawn()
         .expect("binary starts");
-    let mut running = Running(child);
+    let (log_tx, log_rx) = mpsc::channel();
+    let mut running = Running(child, log_rx);
     let stderr = running.0.stderr.take().expect("stderr piped");
     let mut lines = BufReader::new(stderr).lines();
     let started = Instant::now();
@@ -82,12 +84,22 @@ fn start_listening(mut command: Command) -> (Running, String, Vec<String>) {
         );
         let line = lines.next().expect("a log line").expect("utf-8");
         if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest.trim().to_owned();
+            // Text or JSON lines: the address is what follows, up to a quote or the end.
+            let addr = rest
+                .trim()
+                .split('"')
+                .next()
+                .expect("split yields one part");
+            break addr.to_owned();
         }
         seen.push(line);
     };
     // Keep reading so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = log_tx.send(line);
+        }
+    });
     (running, addr, seen)
 }
 
@@ -237,4 +249,78 @@ fn client_keys_come_from_the_environment_and_open_public_binds_are_refused() {
         .expect("binary runs");
     assert!(!output.status.success(), "an open public bind is refused");
     assert!(String::from_utf8_lossy(&output.stderr).contains("auth.keys"));
+}
+
+/// Sends one `/answer` with curl and returns the HTTP status.
+fn curl_answer(addr: &str, key: &str, request_id: &str, question: &str) -> String {
+    let body = format!(r#"{{"user_input":"{question}","stream":false}}"#);
+    let output = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args(["-H", &format!("Authorization: Bearer {key}")])
+        .args(["-H", &format!("x-request-id: {request_id}")])
+        .args(["-d", &body, &format!("http://{addr}/answer")])
+        .output()
+        .expect("curl runs");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The JSON log line that ends the exchange `request_id`.
+fn finished_line(running: &Running, request_id: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = running
+            .1
+            .recv_timeout(left)
+            .expect("an `answer finished` line");
+        let json: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("log.format = json gives JSON lines ({e}): {line}"));
+        if json["fields"]["message"] == "answer finished"
+            && json["fields"]["request_id"] == request_id
+        {
+            return json;
+        }
+    }
+}
+
+#[test]
+fn json_logs_carry_the_request_span_and_user_text_only_when_allowed() {
+    const KEY: &str = "log-test-key-0123456789";
+    const QUESTION: &str = "my private question 9137";
+    for user_text in [false, true] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let local = private_override(
+            dir.path(),
+            &format!("[ocr]\npreload = false\n[log]\nformat = \"json\"\nuser_text = {user_text}\n"),
+        );
+        let mut command = chat_proxy(&[&shipped_config(), &local]);
+        command.env("CHAT_PROXY_CLIENT_KEYS", KEY);
+        let (running, addr, _) = start_listening(command);
+        let request_id = format!("log-test-{user_text}");
+        assert_eq!(curl_answer(&addr, KEY, &request_id, QUESTION), "200");
+        let line = finished_line(&running, &request_id);
+        assert_eq!(line["level"], "INFO");
+        assert_eq!(line["span"]["name"], "request", "{line}");
+        assert_eq!(line["span"]["request_id"], request_id.as_str(), "{line}");
+        assert_eq!(line["fields"]["status"], "ok");
+        let text = line.to_string();
+        assert!(
+            !text.contains(KEY),
+            "the client key is never logged: {text}"
+        );
+        if user_text {
+            assert_eq!(line["fields"]["question"], QUESTION, "{line}");
+            assert!(
+                line["fields"]["reply"]
+                    .as_str()
+                    .is_some_and(|r| !r.is_empty())
+            );
+        } else {
+            assert!(
+                !text.contains("9137"),
+                "no user text unless allowed: {text}"
+            );
+            assert!(line["fields"].get("reply").is_none(), "{line}");
+        }
+    }
 }

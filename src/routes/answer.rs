@@ -2,11 +2,12 @@
 //! the exchange in its own task, and relay its events as SSE or collect them into one JSON.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Extension, State};
+use axum::extract::{ConnectInfo, Extension, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -22,7 +23,7 @@ use crate::config::ms;
 use crate::error::ApiError;
 use crate::routes::read_body;
 use crate::routes::request_id::RequestId;
-use crate::state::AppState;
+use crate::state::{Admitted, AppState};
 
 /// Events buffered between an exchange and its client; a slower client slows only its own upstream read.
 const EVENT_BUFFER: usize = 32;
@@ -31,6 +32,7 @@ pub async fn answer(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,
     client_key: Option<Extension<ClientKeyId>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let received = Instant::now();
@@ -39,11 +41,26 @@ pub async fn answer(
     if state.is_draining() {
         return Err(ApiError::shutting_down());
     }
+    let client_key = client_key.map(|Extension(key)| key);
+    // A client is its key, or its address when the proxy runs without keys.
+    let client = match (&client_key, peer) {
+        (Some(key), _) => key.0.clone(),
+        (None, Some(Extension(ConnectInfo(addr)))) => addr.ip().to_string(),
+        (None, None) => String::new(),
+    };
+    let slot = state.client_limits.admit(&client).inspect_err(|refusal| {
+        state.answer.metrics.limited(refusal.limit());
+    })?;
     let entry = state.answer.queue.enter()?;
     let stream = request.stream;
     let (tx, rx) = mpsc::channel(EVENT_BUFFER);
-    let client_key = client_key.map(|Extension(key)| key);
-    state.start_exchange(request_id, request, client_key, entry, tx, received);
+    let admitted = Admitted {
+        client_key,
+        slot,
+        entry,
+        received,
+    };
+    state.start_exchange(request_id, request, admitted, tx);
     if stream {
         Ok(sse(rx, &state))
     } else {

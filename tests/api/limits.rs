@@ -200,3 +200,129 @@ async fn cors_preflight_allows_configured_origins_only_and_needs_no_key() {
         .expect("ASCII");
     assert!(exposed.contains("x-request-id"), "{exposed}");
 }
+
+const KEY_A: &str = "client-key-a-0123456789";
+const KEY_B: &str = "client-key-b-0123456789";
+
+async fn answer_as(app: &crate::helpers::TestApp, key: &str) -> reqwest::Response {
+    app.client
+        .post(app.url("/answer"))
+        .bearer_auth(key)
+        .json(&json!({"user_input": "fair"}))
+        .send()
+        .await
+        .expect("sent")
+}
+
+async fn assert_limited(response: reqwest::Response, code: &str) {
+    assert_eq!(response.status(), 429);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .expect("ASCII")
+        .parse()
+        .expect("seconds");
+    assert!(retry_after >= 1, "{retry_after}");
+    let body: serde_json::Value = response.json().await.expect("JSON");
+    assert_eq!(body["error"]["code"], code, "{body}");
+}
+
+#[tokio::test]
+async fn one_key_cannot_hold_more_than_its_share_of_open_answers() {
+    let app = spawn_app_with(
+        MockKnobs {
+            tokens: Some(2),
+            first_chunk_delay: Duration::from_millis(400),
+            ..MockKnobs::default()
+        },
+        |c| {
+            c.auth.keys = vec![KEY_A.into(), KEY_B.into()];
+            c.limits.per_key_max_concurrent = 2;
+        },
+    )
+    .await;
+    // Headers arrive at once, so both streams are open while the model is still thinking.
+    let first = answer_as(&app, KEY_A).await;
+    let second = answer_as(&app, KEY_A).await;
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    assert_limited(answer_as(&app, KEY_A).await, "client_concurrency_limit").await;
+    let other = answer_as(&app, KEY_B).await;
+    assert_eq!(other.status(), 200, "another key keeps its own share");
+
+    for response in [first, second, other] {
+        assert_eq!(last(&read_events(response).await).name, "done");
+    }
+    let again = answer_as(&app, KEY_A).await;
+    assert_eq!(again.status(), 200, "finished answers free the key's slots");
+    read_events(again).await;
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .bearer_auth(KEY_B)
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("chat_proxy_client_limited_total{limit=\"concurrency\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn one_key_cannot_start_answers_faster_than_its_rate() {
+    let app = spawn_app_with(
+        MockKnobs {
+            tokens: Some(1),
+            ..MockKnobs::default()
+        },
+        |c| {
+            c.auth.keys = vec![KEY_A.into(), KEY_B.into()];
+            c.limits.per_key_requests_per_minute = 60;
+            c.limits.per_key_burst = 2;
+        },
+    )
+    .await;
+    for _ in 0..2 {
+        read_events(answer_as(&app, KEY_A).await).await;
+    }
+    assert_limited(answer_as(&app, KEY_A).await, "client_rate_limit").await;
+    read_events(answer_as(&app, KEY_B).await).await;
+    // One request per second refills.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let refilled = answer_as(&app, KEY_A).await;
+    assert_eq!(refilled.status(), 200);
+}
+
+#[tokio::test]
+async fn without_keys_the_limits_apply_per_address() {
+    let app = spawn_app_with(
+        MockKnobs {
+            tokens: Some(1),
+            ..MockKnobs::default()
+        },
+        |c| {
+            c.limits.per_key_requests_per_minute = 1;
+            c.limits.per_key_burst = 1;
+        },
+    )
+    .await;
+    let first = app
+        .post_answer(&json!({"user_input": "one", "stream": false}))
+        .await;
+    assert_eq!(first.status(), 200);
+    let second = app
+        .post_answer(&json!({"user_input": "two", "stream": false}))
+        .await;
+    assert_eq!(second.status(), 429);
+    let retry_after: u64 = second.headers()["retry-after"]
+        .to_str()
+        .expect("ASCII")
+        .parse()
+        .expect("seconds");
+    assert!((55..=60).contains(&retry_after), "{retry_after}");
+}

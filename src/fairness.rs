@@ -1,0 +1,249 @@
+//! Fairness per client on `/answer`: at most `limits.per_key_max_concurrent` requests open at
+//! once and `limits.per_key_requests_per_minute` started per minute (a token bucket holding
+//! `limits.per_key_burst`), so one client cannot fill the shared permit queue. A client is its
+//! API key's id, or its IP address when the proxy runs without keys. Refusals are 429 with
+//! `Retry-After`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use tokio::time::Instant;
+
+use crate::config::LimitsConfig;
+use crate::error::ApiError;
+
+/// Past this many tracked clients, the ones at rest (nothing open, bucket full) are forgotten.
+const PRUNE_ABOVE: usize = 4_096;
+
+#[derive(Clone)]
+pub struct ClientLimits {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    max_concurrent: usize,
+    /// Tokens per second and bucket size; `None` when the rate is unlimited.
+    rate: Option<(f64, f64)>,
+    clients: Mutex<HashMap<String, ClientState>>,
+}
+
+struct ClientState {
+    open: usize,
+    tokens: f64,
+    refilled: Instant,
+}
+
+/// Why a client was refused.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Refusal {
+    Concurrency { limit: usize },
+    Rate { retry_after: Duration },
+}
+
+impl Refusal {
+    /// The label `/metrics` counts it under.
+    pub fn limit(&self) -> &'static str {
+        match self {
+            Self::Concurrency { .. } => "concurrency",
+            Self::Rate { .. } => "rate",
+        }
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Concurrency { limit } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "client_concurrency_limit",
+                format!("this client already has {limit} answers open; wait for one to finish"),
+            )
+            .with_retry_after(1),
+            Refusal::Rate { retry_after } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "client_rate_limit",
+                "this client is starting answers faster than its rate allows",
+            )
+            .with_retry_after(retry_after.as_secs_f64().ceil() as u64),
+        }
+    }
+}
+
+/// One admitted request; the client's count goes down when it is dropped (the exchange ended).
+pub struct ClientSlot {
+    inner: Option<(Arc<Inner>, String)>,
+}
+
+impl ClientLimits {
+    pub fn new(config: &LimitsConfig) -> Self {
+        let rate = (config.per_key_requests_per_minute > 0).then(|| {
+            (
+                f64::from(config.per_key_requests_per_minute) / 60.0,
+                f64::from(config.per_key_burst.max(1)),
+            )
+        });
+        Self {
+            inner: Arc::new(Inner {
+                max_concurrent: config.per_key_max_concurrent,
+                rate,
+                clients: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    fn unlimited(&self) -> bool {
+        self.inner.max_concurrent == 0 && self.inner.rate.is_none()
+    }
+
+    /// Counts a new request for `client`, or says which limit refuses it.
+    pub fn admit(&self, client: &str) -> Result<ClientSlot, Refusal> {
+        if self.unlimited() {
+            return Ok(ClientSlot { inner: None });
+        }
+        let inner = &self.inner;
+        let now = Instant::now();
+        let mut clients = inner.clients.lock().expect("client limits lock");
+        if clients.len() > PRUNE_ABOVE {
+            clients.retain(|_, state| !inner.at_rest(state, now));
+        }
+        let burst = inner.rate.map_or(0.0, |(_, burst)| burst);
+        let state = clients
+            .entry(client.to_owned())
+            .or_insert_with(|| ClientState {
+                open: 0,
+                tokens: burst,
+                refilled: now,
+            });
+        if inner.max_concurrent > 0 && state.open >= inner.max_concurrent {
+            return Err(Refusal::Concurrency {
+                limit: inner.max_concurrent,
+            });
+        }
+        if let Some((per_second, burst)) = inner.rate {
+            let elapsed = now.duration_since(state.refilled).as_secs_f64();
+            state.tokens = (state.tokens + elapsed * per_second).min(burst);
+            state.refilled = now;
+            if state.tokens < 1.0 {
+                let retry_after = Duration::from_secs_f64((1.0 - state.tokens) / per_second);
+                return Err(Refusal::Rate { retry_after });
+            }
+            state.tokens -= 1.0;
+        }
+        state.open += 1;
+        Ok(ClientSlot {
+            inner: Some((inner.clone(), client.to_owned())),
+        })
+    }
+
+    /// Clients tracked now (for tests of the pruning).
+    pub fn tracked(&self) -> usize {
+        self.inner.clients.lock().expect("client limits lock").len()
+    }
+}
+
+impl Inner {
+    fn at_rest(&self, state: &ClientState, now: Instant) -> bool {
+        state.open == 0
+            && self.rate.is_none_or(|(per_second, burst)| {
+                state.tokens + now.duration_since(state.refilled).as_secs_f64() * per_second
+                    >= burst
+            })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        if let Some((inner, client)) = self.inner.take() {
+            let mut clients = inner.clients.lock().expect("client limits lock");
+            if let Some(state) = clients.get_mut(&client) {
+                state.open = state.open.saturating_sub(1);
+                if inner.at_rest(state, Instant::now()) {
+                    clients.remove(&client);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(concurrent: usize, per_minute: u32, burst: u32) -> ClientLimits {
+        ClientLimits::new(&LimitsConfig {
+            per_key_max_concurrent: concurrent,
+            per_key_requests_per_minute: per_minute,
+            per_key_burst: burst,
+            ..LimitsConfig::default()
+        })
+    }
+
+    #[test]
+    fn unlimited_by_default_tracks_nothing() {
+        let limits = ClientLimits::new(&LimitsConfig::default());
+        let slots: Vec<_> = (0..100)
+            .map(|_| limits.admit("a").expect("admitted"))
+            .collect();
+        assert_eq!(slots.len(), 100);
+        assert_eq!(limits.tracked(), 0);
+    }
+
+    #[test]
+    fn concurrency_is_counted_per_client_and_freed_on_drop() {
+        let limits = limits(2, 0, 0);
+        let a1 = limits.admit("a").expect("first");
+        let _a2 = limits.admit("a").expect("second");
+        assert_eq!(
+            limits.admit("a").err(),
+            Some(Refusal::Concurrency { limit: 2 })
+        );
+        let _b = limits.admit("b").expect("another client is not affected");
+        drop(a1);
+        let _a3 = limits.admit("a").expect("a slot was freed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rate_allows_a_burst_then_refills_and_says_when() {
+        let limits = limits(0, 60, 3);
+        for _ in 0..3 {
+            drop(limits.admit("a").expect("within the burst"));
+        }
+        let Err(Refusal::Rate { retry_after }) = limits.admit("a") else {
+            panic!("the fourth at once is refused");
+        };
+        assert_eq!(retry_after, Duration::from_secs(1));
+        assert_eq!(
+            ApiError::from(Refusal::Rate { retry_after }).retry_after,
+            Some(1)
+        );
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert!(limits.admit("a").is_err(), "half a token is not enough");
+        tokio::time::advance(Duration::from_millis(500)).await;
+        drop(limits.admit("a").expect("one token refilled"));
+        drop(
+            limits
+                .admit("b")
+                .expect("another client has its own bucket"),
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn clients_at_rest_are_forgotten() {
+        let limits = limits(1, 60, 1);
+        drop(limits.admit("a").expect("admitted"));
+        assert_eq!(limits.tracked(), 1, "its bucket is still refilling");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        for n in 0..=PRUNE_ABOVE {
+            drop(limits.admit(&format!("client-{n}")).expect("admitted"));
+        }
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let _slot = limits.admit("late").expect("admitted");
+        assert_eq!(
+            limits.tracked(),
+            1,
+            "only the client with an open request is left"
+        );
+    }
+}
