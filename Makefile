@@ -6,11 +6,13 @@ run:
 	scripts/deps.sh run
 	cargo run --release -- --config config.toml
 
-# Run every test: unit, end to end, OCR, and the MySQL tests against MariaDB on 127.0.0.1:3306.
+# Run every test: unit, end to end, OCR, the MySQL tests against MariaDB on 127.0.0.1:3306, and
+# a bounded schemathesis run against the service's own OpenAPI description.
 test:
 	scripts/deps.sh test
 	scripts/mariadb-up.sh
 	CHAT_PROXY_TEST_MYSQL_URL=$${CHAT_PROXY_TEST_MYSQL_URL:-mysql://root@127.0.0.1:3306/test} cargo test
+	scripts/fuzz-api.sh
 
 # The benchmark programs (numbers in BENCHMARKS.md).
 bench:

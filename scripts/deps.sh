@@ -10,9 +10,10 @@ want=(pkg-config ca-certificates libclang-dev libtesseract-dev libleptonica-dev
       tesseract-ocr-chi-sim tesseract-ocr-eng)
 if [[ "${1:-run}" == "test" ]]; then
     # Tests and benchmarks: MariaDB, curl, a CJK font to draw the OCR fixtures, the tesseract
-    # command-line tool the OCR benchmark compares against, and promtool (package prometheus),
-    # which checks /metrics.
-    want+=(curl mariadb-server mariadb-client fonts-wqy-zenhei tesseract-ocr prometheus)
+    # command-line tool the OCR benchmark compares against, promtool (package prometheus),
+    # which checks /metrics, and Python's venv for the API fuzzer (scripts/fuzz-api.sh).
+    want+=(curl mariadb-server mariadb-client fonts-wqy-zenhei tesseract-ocr prometheus
+           python3 python3-venv)
 fi
 
 missing=()

@@ -18,15 +18,18 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorDetail<'a>,
+/// Every error response: `{"error": {"code", "message"}}`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody<'a> {
+    pub error: ErrorDetail<'a>,
 }
 
 /// The `error` object, shared by JSON bodies and the SSE `error` event.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail<'a> {
+    /// A stable machine code, e.g. `invalid_request`, `queue_full`, `upstream_timeout`.
     pub code: &'a str,
+    /// What went wrong, for people.
     pub message: &'a str,
 }
 

@@ -51,7 +51,7 @@ pub struct DoneInfo {
     pub tool_calls: Vec<Value>,
 }
 
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, utoipa::ToSchema)]
 pub struct Timings {
     /// Waiting for a permit.
     pub queue_ms: u64,

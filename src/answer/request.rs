@@ -18,29 +18,43 @@ pub struct AnswerRequest {
     pub stream: bool,
 }
 
-#[derive(Debug, Deserialize)]
-struct AnswerBody {
+/// The body of `POST /answer`: a question (`user_input`) or a chat history (`messages`), not both.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct AnswerBody {
+    /// One question; the proxy sends it as a single user message.
     #[serde(default)]
     user_input: Option<String>,
+    /// An OpenAI-style chat history.
     #[serde(default)]
     messages: Option<Vec<MessageBody>>,
+    /// Up to 128 characters, stored with the log row.
     #[serde(default)]
     session_id: Option<String>,
+    /// Up to 128 characters, stored with the log row.
     #[serde(default)]
     user_id: Option<String>,
+    /// Server-Sent Events (the default) or one JSON answer.
     #[serde(default)]
+    #[schema(default = true)]
     stream: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
-struct MessageBody {
+/// One chat message in OpenAI form.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct MessageBody {
+    #[schema(pattern = "^(system|user|assistant|tool)$")]
     role: String,
+    /// A string, or a list of parts: `{"type": "text", "text"}` and
+    /// `{"type": "image_url", "image_url": {"url"}}`. May be null only on an assistant message
+    /// with `tool_calls`.
     #[serde(default)]
     content: Option<Value>,
     #[serde(default)]
     name: Option<String>,
+    /// Required on `tool` messages: the call this message answers.
     #[serde(default)]
     tool_call_id: Option<String>,
+    /// An assistant message's tool calls, as the model sent them.
     #[serde(default)]
     tool_calls: Option<Vec<Value>>,
 }

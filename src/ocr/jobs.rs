@@ -18,7 +18,7 @@ use super::{ImageRequest, OcrResult, OcrService};
 /// Jobs kept for `GET /ocr/jobs/{id}`; the oldest finished ones go first.
 const JOBS_KEPT: usize = 1_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
     Running,
@@ -26,7 +26,7 @@ pub enum JobStatus {
     Cancelled,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ItemStatus {
     Pending,
@@ -35,7 +35,7 @@ pub enum ItemStatus {
     Cancelled,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobItem {
     pub image_url: String,
     pub url_type: &'static str,
@@ -46,14 +46,14 @@ pub struct JobItem {
     pub error: Option<ItemError>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ItemError {
     pub code: &'static str,
     pub message: String,
 }
 
 /// What `GET /ocr/jobs/{id}` shows.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Job {
     pub job_id: String,
     pub status: JobStatus,

@@ -97,7 +97,7 @@ pub struct ImageRequest {
 }
 
 /// What a recognition found: the body of `POST /ocr`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OcrResult {
     pub id: String,
     pub data: OcrData,
@@ -110,7 +110,7 @@ pub struct OcrResult {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OcrData {
     /// The first fund's code (what older clients read).
     pub fund_code: Option<String>,

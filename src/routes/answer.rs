@@ -12,22 +12,91 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use serde_json::json;
+use serde::Serialize;
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::answer::{AnswerEvent, AnswerRequest};
+use crate::answer::request::AnswerBody;
+use crate::answer::{AnswerEvent, AnswerRequest, Timings};
 use crate::auth::ClientKeyId;
 use crate::config::ms;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::routes::read_body;
 use crate::routes::request_id::RequestId;
 use crate::state::{Admitted, AppState};
+use crate::upstream::wire::Usage;
 
 /// Events buffered between an exchange and its client; a slower client slows only its own upstream read.
 const EVENT_BUFFER: usize = 32;
 
+/// `stream: false`: the whole answer at once.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AnswerReply {
+    pub request_id: String,
+    pub reply: String,
+    /// `stop`, `length`, ... as the model said; null if it gave none.
+    pub finish_reason: Option<String>,
+    /// Token counts, when the upstream reports them.
+    pub usage: Option<Usage>,
+    pub timings: Timings,
+    /// Each tool call the model made, with its result.
+    pub tool_calls: Vec<Value>,
+}
+
+/// One Server-Sent Event of an answer stream, as a client parses it.
+#[derive(Debug, utoipa::ToSchema)]
+#[expect(
+    dead_code,
+    reason = "the spec's view of an event; `to_sse` writes them"
+)]
+pub struct AnswerStreamEvent {
+    event: AnswerEventName,
+    /// A JSON object: `meta` {request_id, model}, `queued` {position}, `delta` {content},
+    /// `tool_call` {id, name, arguments}, `tool_result` {id, name, ok, ...}, `done`
+    /// {finish_reason, usage, timings}, `error` {code, message}.
+    #[schema(content_media_type = "application/json")]
+    data: String,
+}
+
+#[derive(Debug, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AnswerEventName {
+    Meta,
+    Queued,
+    Delta,
+    ToolCall,
+    ToolResult,
+    Done,
+    Error,
+}
+
+/// Stream the model's answer to a question or chat history.
+#[utoipa::path(
+    post,
+    path = "/answer",
+    tag = "answer",
+    request_body(content = AnswerBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "With `stream: true` (the default), Server-Sent Events: `meta` \
+            {request_id, model}; `queued` {position} while waiting for a permit; `delta` {content}; \
+            `tool_call` and `tool_result` when the model uses OCR; then `done` {finish_reason, usage, \
+            timings} or `error` {code, message}. With `stream: false`, one JSON answer.",
+            content(
+                (AnswerStreamEvent = "text/event-stream"),
+                (AnswerReply = "application/json"),
+            )),
+        (status = 400, description = "Invalid JSON or fields; the message names the field", body = ErrorBody),
+        (status = 401, description = "Missing or wrong client API key", body = ErrorBody),
+        (status = 413, description = "Body larger than `server.max_body_bytes`", body = ErrorBody),
+        (status = 429, description = "Queue full, or a per-client limit; see Retry-After", body = ErrorBody),
+        (status = 502, description = "The upstream failed before anything was streamed (`stream: false`)", body = ErrorBody),
+        (status = 503, description = "Shutting down, or no permit within `limits.queue_timeout_ms`", body = ErrorBody),
+        (status = 504, description = "The upstream timed out (`stream: false`)", body = ErrorBody),
+    ),
+    security((), ("client_key" = [])),
+)]
 pub async fn answer(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,
@@ -103,14 +172,14 @@ async fn collect(mut rx: mpsc::Receiver<AnswerEvent>) -> Result<Response, ApiErr
             AnswerEvent::Queued { .. } | AnswerEvent::ToolCall(_) | AnswerEvent::ToolResult(_) => {}
             AnswerEvent::Delta(text) => reply.push_str(&text),
             AnswerEvent::Done(done) => {
-                let body = json!({
-                    "request_id": request_id,
-                    "reply": reply,
-                    "finish_reason": done.finish_reason,
-                    "usage": done.usage,
-                    "timings": done.timings,
-                    "tool_calls": done.tool_calls,
-                });
+                let body = AnswerReply {
+                    request_id,
+                    reply,
+                    finish_reason: done.finish_reason,
+                    usage: done.usage,
+                    timings: done.timings,
+                    tool_calls: done.tool_calls,
+                };
                 return Ok((StatusCode::OK, Json(body)).into_response());
             }
             AnswerEvent::Error(err) => return Err(*err),

@@ -3,11 +3,54 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use crate::state::AppState;
+use crate::store::WriterStats;
 
-pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct HealthReport {
+    /// `ok`, or `shutting_down` (with status 503) once shutdown has begun.
+    pub status: &'static str,
+    pub version: &'static str,
+    /// The upstream model's name (`demo` for the built-in model).
+    pub model: String,
+    pub upstream: UpstreamHealth,
+    /// `/answer` exchanges running now.
+    pub exchanges_open: usize,
+    pub log_writer: WriterStats,
+    pub ocr: OcrHealth,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UpstreamHealth {
+    pub permits_total: usize,
+    pub permits_in_use: usize,
+    pub permits_available: usize,
+    /// Requests waiting for a permit.
+    pub queue_length: usize,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OcrHealth {
+    pub engines: usize,
+    pub engines_busy: usize,
+    /// Engines loaded so far (they load on first use unless `ocr.preload`).
+    pub engines_created: usize,
+    pub omp_thread_limit: Option<String>,
+}
+
+/// Liveness and the main numbers: permits, queue, log writer, OCR engines.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Serving", body = HealthReport),
+        (status = 503, description = "Shutting down", body = HealthReport),
+    ),
+)]
+pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthReport>) {
     let queue = &state.answer.queue;
     let draining = state.is_draining();
     let status = if draining {
@@ -15,24 +58,38 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     } else {
         StatusCode::OK
     };
-    let body = json!({
-        "status": if draining { "shutting_down" } else { "ok" },
-        "version": env!("CARGO_PKG_VERSION"),
-        "model": state.answer.model_label,
-        "upstream": {
-            "permits_total": queue.capacity(),
-            "permits_in_use": queue.in_use(),
-            "permits_available": queue.available(),
-            "queue_length": queue.waiting(),
+    let report = HealthReport {
+        status: if draining { "shutting_down" } else { "ok" },
+        version: env!("CARGO_PKG_VERSION"),
+        model: state.answer.model_label.clone(),
+        upstream: UpstreamHealth {
+            permits_total: queue.capacity(),
+            permits_in_use: queue.in_use(),
+            permits_available: queue.available(),
+            queue_length: queue.waiting(),
         },
-        "exchanges_open": state.exchanges_open(),
-        "log_writer": state.log.stats(),
-        "ocr": {
-            "engines": state.ocr.pool().size(),
-            "engines_busy": state.ocr.pool().busy(),
-            "engines_created": state.ocr.pool().created(),
-            "omp_thread_limit": std::env::var("OMP_THREAD_LIMIT").ok(),
+        exchanges_open: state.exchanges_open(),
+        log_writer: state.log.stats(),
+        ocr: OcrHealth {
+            engines: state.ocr.pool().size(),
+            engines_busy: state.ocr.pool().busy(),
+            engines_created: state.ocr.pool().created(),
+            omp_thread_limit: std::env::var("OMP_THREAD_LIMIT").ok(),
         },
-    });
-    (status, Json(body))
+    };
+    (status, Json(report))
+}
+
+/// The Spring-style alias of `/health`, for older monitors.
+#[utoipa::path(
+    get,
+    path = "/actuator/health",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Serving", body = HealthReport),
+        (status = 503, description = "Shutting down", body = HealthReport),
+    ),
+)]
+pub async fn actuator_health(state: State<AppState>) -> (StatusCode, Json<HealthReport>) {
+    health(state).await
 }

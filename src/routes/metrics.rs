@@ -5,6 +5,7 @@ use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use crate::error::ErrorBody;
 use crate::state::AppState;
 
 /// Counts every request by method, matched route and status (outermost, so refusals count too).
@@ -25,7 +26,17 @@ pub async fn count_requests(
     response
 }
 
-/// `GET /metrics`.
+/// Counters, gauges and histograms in the Prometheus text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The exposition", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String),
+        (status = 401, description = "Missing or wrong client API key", body = ErrorBody),
+    ),
+    security((), ("client_key" = [])),
+)]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(

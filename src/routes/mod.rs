@@ -4,6 +4,7 @@ pub mod answer;
 pub mod health;
 pub mod metrics;
 pub mod ocr;
+pub mod openapi;
 pub mod request_id;
 
 use axum::Router;
@@ -27,7 +28,7 @@ pub fn router(state: AppState) -> Router {
     let upload_limit = state.config.ocr.max_image_bytes + 64 * 1024;
     let ocr_routes = Router::new()
         .route("/ocr", post(ocr::recognize))
-        .route("/ocr_handler", post(ocr::recognize))
+        .route("/ocr_handler", post(ocr::recognize_handler))
         .layer(DefaultBodyLimit::max(upload_limit));
     let routes = Router::new()
         .merge(ocr_routes)
@@ -36,7 +37,8 @@ pub fn router(state: AppState) -> Router {
         .route("/ocr/{id}", get(ocr::get).patch(ocr::correct))
         .route("/answer", post(answer::answer))
         .route("/health", get(health::health))
-        .route("/actuator/health", get(health::health))
+        .route("/actuator/health", get(health::actuator_health))
+        .route("/openapi.json", get(openapi::openapi))
         .route("/metrics", get(metrics::metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -3,19 +3,108 @@
 //! and `PATCH /ocr/{id}` stores a person's correction beside the OCR's own values.
 
 use axum::Json;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Extension, FromRequest, Multipart, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::ocr::jobs::Job;
-use crate::ocr::{ImageRequest, OcrError, UrlType};
+use crate::ocr::{ImageRequest, OcrData, OcrError, OcrResult, UrlType};
+use crate::routes::read_body;
 use crate::routes::request_id::RequestId;
 use crate::state::AppState;
 
+/// `{image_url, url_type}`: where to fetch the image.
+#[derive(Debug, utoipa::ToSchema)]
+#[expect(
+    dead_code,
+    reason = "the spec's view of the body; `parse_item` reads it to name the wrong field"
+)]
+pub struct ImageBody {
+    /// An `https` URL on a host in `ocr.oss_hosts`, or a path under `ocr.local_root`.
+    image_url: String,
+    #[schema(pattern = "^(oss|7min_local)$")]
+    url_type: String,
+}
+
+/// A multipart upload: the image in a part named `image`.
+#[derive(Debug, utoipa::ToSchema)]
+#[expect(
+    dead_code,
+    reason = "the spec's view of the body; `read_upload` reads it part by part"
+)]
+pub struct ImageUpload {
+    #[schema(value_type = String, format = Binary)]
+    image: Vec<u8>,
+    /// `upload`, or left out.
+    url_type: Option<String>,
+}
+
+/// What `POST /ocr/jobs` accepts: a list, or `{"items": [...]}`.
+// The spec's view of the body; `create_job` reads it to name the wrong item.
+#[derive(Debug, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum JobBody {
+    List(Vec<ImageBody>),
+    Items { items: Vec<ImageBody> },
+}
+
+/// `202` to `POST /ocr/jobs`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobCreated {
+    pub job_id: String,
+    pub total: usize,
+    /// Where to follow the job: `/ocr/jobs/{job_id}`.
+    pub status_url: String,
+}
+
+/// An OCR result as `GET /ocr/{id}` shows it: what was read, and any correction.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OcrResultView {
+    pub id: String,
+    /// The request it came from (null while only in memory).
+    pub request_id: Option<String>,
+    pub image_url: String,
+    pub url_type: String,
+    /// `ok` or `error`.
+    pub status: String,
+    pub error_code: Option<String>,
+    pub data: OcrData,
+    pub update_fund_code: Option<String>,
+    pub update_hold_share: Option<String>,
+    pub elapsed_ms: i64,
+    pub created_at: DateTime<Utc>,
+    /// Null until the row is stored.
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// Recognise one image: fetched from `image_url`, or uploaded.
+#[utoipa::path(
+    post,
+    path = "/ocr",
+    tag = "ocr",
+    request_body(content(
+        (ImageBody = "application/json"),
+        (ImageUpload = "multipart/form-data"),
+    )),
+    responses(
+        (status = 200, description = "The text and the funds found", body = OcrResult),
+        (status = 400, description = "Invalid body, or an image URL that is not allowed", body = ErrorBody),
+        (status = 401, description = "Missing or wrong client API key", body = ErrorBody),
+        (status = 404, description = "No image at that URL or path", body = ErrorBody),
+        (status = 413, description = "Image too large (bytes or pixels)", body = ErrorBody),
+        (status = 422, description = "Not a readable image", body = ErrorBody),
+        (status = 500, description = "The OCR engine failed", body = ErrorBody),
+        (status = 502, description = "Downloading the image failed", body = ErrorBody),
+        (status = 504, description = "Longer than `ocr.timeout_ms`", body = ErrorBody),
+    ),
+    security((), ("client_key" = [])),
+)]
 pub async fn recognize(
     State(state): State<AppState>,
     request: Request,
@@ -105,13 +194,56 @@ fn parse_item(item: &Value, at: &str) -> Result<ImageRequest, ApiError> {
     })
 }
 
-/// `POST /ocr/jobs`: a JSON list of `{image_url, url_type}` (or `{"items": [...]}`); 202 with
-/// the job id at once.
+/// The same as `POST /ocr`, under the path older clients call.
+#[utoipa::path(
+    post,
+    path = "/ocr_handler",
+    tag = "ocr",
+    request_body(content(
+        (ImageBody = "application/json"),
+        (ImageUpload = "multipart/form-data"),
+    )),
+    responses(
+        (status = 200, description = "The text and the funds found", body = OcrResult),
+        (status = 400, description = "Invalid body, or an image URL that is not allowed", body = ErrorBody),
+        (status = 401, description = "Missing or wrong client API key", body = ErrorBody),
+        (status = 404, description = "No image at that URL or path", body = ErrorBody),
+        (status = 413, description = "Image too large (bytes or pixels)", body = ErrorBody),
+        (status = 422, description = "Not a readable image", body = ErrorBody),
+        (status = 500, description = "The OCR engine failed", body = ErrorBody),
+        (status = 502, description = "Downloading the image failed", body = ErrorBody),
+        (status = 504, description = "Longer than `ocr.timeout_ms`", body = ErrorBody),
+    ),
+    security((), ("client_key" = [])),
+)]
+pub async fn recognize_handler(
+    state: State<AppState>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    recognize(state, request).await
+}
+
+/// `POST /ocr/jobs`: many images in the background; 202 with the job id at once.
+#[utoipa::path(
+    post,
+    path = "/ocr/jobs",
+    tag = "ocr",
+    request_body(content = JobBody, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Started", body = JobCreated),
+        (status = 400, description = "Invalid body or item, or too many items", body = ErrorBody),
+        (status = 401, description = "Missing or wrong client API key", body = ErrorBody),
+        (status = 413, description = "Body larger than `server.max_body_bytes`", body = ErrorBody),
+        (status = 503, description = "Shutting down", body = ErrorBody),
+    ),
+    security((), ("client_key" = [])),
+)]
 pub async fn create_job(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,
-    body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<JobCreated>), ApiError> {
+    let body = read_body(body, state.config.server.max_body_bytes)?;
     let body: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("invalid_json", format!("body is not JSON: {e}")))?;
     let items = match &body {
@@ -159,10 +291,27 @@ pub async fn create_job(
     let status_url = format!("/ocr/jobs/{job_id}");
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"job_id": job_id, "total": total, "status_url": status_url})),
+        Json(JobCreated {
+            job_id,
+            total,
+            status_url,
+        }),
     ))
 }
 
+/// A job's progress and each item's result.
+#[utoipa::path(
+    get,
+    path = "/ocr/jobs/{id}",
+    tag = "ocr",
+    params(("id" = String, Path, description = "The job id from `POST /ocr/jobs`")),
+    responses(
+        (status = 200, description = "The job", body = Job),
+        (status = 401, description = "Missing or wrong client API key", body = ErrorBody),
+        (status = 404, description = "No such job (jobs are kept in memory, the last 1,000)", body = ErrorBody),
+    ),
+    security((), ("client_key" = [])),
+)]
 pub async fn get_job(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -235,65 +384,106 @@ async fn read_upload(mut multipart: Multipart, cap: usize) -> Result<ImageReques
     })
 }
 
+/// An OCR result by id, with any correction.
+#[utoipa::path(
+    get,
+    path = "/ocr/{id}",
+    tag = "ocr",
+    params(("id" = String, Path, description = "The `id` of a `POST /ocr` result")),
+    responses(
+        (status = 200, description = "The result", body = OcrResultView),
+        (status = 401, description = "Missing or wrong client API key", body = ErrorBody),
+        (status = 404, description = "No such result", body = ErrorBody),
+        (status = 503, description = "The database cannot be read now", body = ErrorBody),
+    ),
+    security((), ("client_key" = [])),
+)]
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OcrResultView>, ApiError> {
     let stored = state.database.ocr_result(&id).await.map_err(store_error)?;
     if let Some(row) = stored {
-        let funds: Value = row
+        let funds = row
             .funds
             .as_deref()
             .and_then(|f| serde_json::from_str(f).ok())
-            .unwrap_or_else(|| json!([]));
-        return Ok(Json(json!({
-            "id": row.ocr_id,
-            "request_id": row.request_id,
-            "image_url": row.image_url,
-            "url_type": row.url_type,
-            "status": row.status,
-            "error_code": row.error_code,
-            "data": {
-                "fund_code": row.ocr_fund_code,
-                "hold_share": row.ocr_hold_share,
-                "funds": funds,
-                "text": row.ocr_text,
+            .unwrap_or_default();
+        return Ok(Json(OcrResultView {
+            id: row.ocr_id,
+            request_id: Some(row.request_id),
+            image_url: row.image_url,
+            url_type: row.url_type,
+            status: row.status,
+            error_code: row.error_code,
+            data: OcrData {
+                fund_code: row.ocr_fund_code,
+                hold_share: row.ocr_hold_share,
+                funds,
+                text: row.ocr_text,
             },
-            "update_fund_code": row.update_fund_code,
-            "update_hold_share": row.update_hold_share,
-            "elapsed_ms": row.elapsed_ms,
-            "created_at": row.created_at,
-            "updated_at": row.updated_at,
-        })));
+            update_fund_code: row.update_fund_code,
+            update_hold_share: row.update_hold_share,
+            elapsed_ms: row.elapsed_ms,
+            created_at: row.created_at,
+            updated_at: Some(row.updated_at),
+        }));
     }
     match state.ocr.recent(&id) {
-        Some(result) => Ok(Json(json!({
-            "id": result.id,
-            "image_url": result.image_url,
-            "url_type": result.url_type.as_str(),
-            "status": "ok",
-            "data": result.data,
-            "update_fund_code": null,
-            "update_hold_share": null,
-            "elapsed_ms": result.elapsed_ms,
-            "created_at": result.created_at,
-        }))),
+        Some(result) => Ok(Json(OcrResultView {
+            id: result.id,
+            request_id: None,
+            image_url: result.image_url,
+            url_type: result.url_type.as_str().to_owned(),
+            status: "ok".to_owned(),
+            error_code: None,
+            data: result.data,
+            update_fund_code: None,
+            update_hold_share: None,
+            elapsed_ms: i64::try_from(result.elapsed_ms).unwrap_or(i64::MAX),
+            created_at: result.created_at,
+            updated_at: None,
+        })),
         None => Err(not_found(&id)),
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// A person's correction of what the OCR read.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Correction {
+pub struct Correction {
+    /// Six digits.
+    #[schema(pattern = "^[0-9]{6}$")]
     update_fund_code: Option<String>,
+    /// A plain decimal number such as `12345.67`.
+    #[schema(pattern = "^[0-9.]+$")]
     update_hold_share: Option<String>,
 }
 
+/// Store a correction beside the OCR's own values; answers with the updated result.
+#[utoipa::path(
+    patch,
+    path = "/ocr/{id}",
+    tag = "ocr",
+    params(("id" = String, Path, description = "The `id` of a `POST /ocr` result")),
+    request_body(content = Correction, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The corrected result", body = OcrResultView),
+        (status = 400, description = "Invalid correction", body = ErrorBody),
+        (status = 401, description = "Missing or wrong client API key", body = ErrorBody),
+        (status = 404, description = "No such result", body = ErrorBody),
+        (status = 409, description = "The result is not stored yet; see Retry-After", body = ErrorBody),
+        (status = 413, description = "Body larger than `server.max_body_bytes`", body = ErrorBody),
+        (status = 503, description = "The database cannot be reached now", body = ErrorBody),
+    ),
+    security((), ("client_key" = [])),
+)]
 pub async fn correct(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<OcrResultView>, ApiError> {
+    let body = read_body(body, state.config.server.max_body_bytes)?;
     let correction: Correction = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(
             "invalid_request",

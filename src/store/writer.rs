@@ -31,7 +31,7 @@ struct Counters {
 }
 
 /// The writer's numbers as `/health` shows them.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct WriterStats {
     /// Records in memory waiting for the database.
     pub backlog: usize,

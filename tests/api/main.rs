@@ -10,6 +10,7 @@ mod load;
 mod metrics;
 mod mysql;
 mod ocr;
+mod openapi;
 mod queue;
 mod shutdown;
 mod store;

@@ -18,12 +18,12 @@ mod lines;
 use std::sync::LazyLock;
 
 use regex::Regex;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use lines::{Line, Rect, lines_from_tsv};
 
 /// One fund found on the page.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Fund {
     pub fund_code: String,
     /// Held shares as a plain decimal string (`12345.67`), if found.
