@@ -137,6 +137,7 @@ async fn every_validation_error_is_a_4xx_naming_the_field() {
     let app = spawn_app_with(MockKnobs::default(), |c| {
         c.server.max_body_bytes = 2_000;
         c.limits.max_messages = 3;
+        c.limits.max_input_chars = 1_000;
     })
     .await;
     let cases: Vec<(&str, u16, &str, &str)> = vec![
@@ -180,13 +181,21 @@ async fn every_validation_error_is_a_4xx_naming_the_field() {
             "too_many_messages",
             "messages",
         ),
+        (
+            // Under the body limit, over the character cap (1,200 characters).
+            r#"{"messages":[{"role":"user","content":"LONG"},{"role":"assistant","content":"LONG"}]}"#,
+            400,
+            "input_too_long",
+            "1200 characters",
+        ),
     ];
     for (body, status, code, field) in cases {
+        let body = body.replace("LONG", &"y".repeat(600));
         let response = app
             .client
             .post(app.url("/answer"))
             .header("content-type", "application/json")
-            .body(body)
+            .body(body.clone())
             .send()
             .await
             .expect("sent");
