@@ -1,22 +1,18 @@
 //! `POST /answer`: parse, take a place in the permit queue (429 at once when it is full), start
 //! the exchange in its own task, and relay its events as SSE or collect them into one JSON.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, Extension, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
 
 use crate::answer::request::AnswerBody;
 use crate::answer::{AnswerEvent, AnswerRequest, Timings};
@@ -24,6 +20,7 @@ use crate::auth::ClientKeyId;
 use crate::config::ms;
 use crate::error::{ApiError, ErrorBody};
 use crate::routes::read_body;
+use crate::routes::sse::EventStream;
 use crate::routes::request_id::RequestId;
 use crate::state::{Admitted, AppState};
 use crate::upstream::wire::Usage;
@@ -138,28 +135,16 @@ pub async fn answer(
 }
 
 fn sse(rx: mpsc::Receiver<AnswerEvent>, state: &AppState) -> Response {
-    let events = ReceiverStream::new(rx).map(|event| Ok::<_, Infallible>(to_sse(event)));
-    let keep_alive = KeepAlive::new().interval(ms(state.config.server.keepalive_ms));
-    let mut response = Sse::new(events).keep_alive(keep_alive).into_response();
+    let body = EventStream::new(rx, ms(state.config.server.keepalive_ms));
+    let mut response = Response::new(Body::new(body));
     let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
-}
-
-fn to_sse(event: AnswerEvent) -> Event {
-    let (name, data) = match event {
-        AnswerEvent::Meta { request_id, model } => {
-            ("meta", json!({"request_id": request_id, "model": model}))
-        }
-        AnswerEvent::Queued { position } => ("queued", json!({"position": position})),
-        AnswerEvent::Delta(content) => ("delta", json!({"content": content})),
-        AnswerEvent::ToolCall(call) => ("tool_call", json!(call)),
-        AnswerEvent::ToolResult(result) => ("tool_result", *result),
-        AnswerEvent::Done(done) => ("done", json!(done)),
-        AnswerEvent::Error(err) => ("error", json!(err.detail())),
-    };
-    Event::default().event(name).data(data.to_string())
 }
 
 /// `stream: false`: wait for the end and answer with one JSON, or the error's own status.

@@ -6,6 +6,7 @@ pub mod metrics;
 pub mod ocr;
 pub mod openapi;
 pub mod request_id;
+pub mod sse;
 
 use axum::Router;
 use axum::body::Bytes;

@@ -1,0 +1,196 @@
+//! The body of a streamed `/answer`: each exchange event as a named Server-Sent Event, and a
+//! keep-alive comment (`:`) after `server.keepalive_ms` without one.
+//!
+//! Every event already waiting in the channel goes out in the same frame, so a burst from the
+//! upstream (many chunks in one read) costs one socket write instead of one per event; events
+//! are never held back to wait for company.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use bytes::{BufMut as _, BytesMut};
+use http_body::{Body, Frame};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, Sleep};
+
+use crate::answer::AnswerEvent;
+
+/// Past this many bytes in one frame, the rest waits for the next frame.
+const MAX_FRAME_BYTES: usize = 64 * 1024;
+
+const KEEP_ALIVE: &[u8] = b":\n\n";
+
+pub struct EventStream {
+    events: mpsc::Receiver<AnswerEvent>,
+    keep_alive: Duration,
+    idle: Pin<Box<Sleep>>,
+    ended: bool,
+}
+
+impl EventStream {
+    pub fn new(events: mpsc::Receiver<AnswerEvent>, keep_alive: Duration) -> Self {
+        Self {
+            events,
+            keep_alive,
+            idle: Box::pin(tokio::time::sleep(keep_alive)),
+            ended: false,
+        }
+    }
+}
+
+impl Body for EventStream {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = &mut *self;
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        let mut frame = BytesMut::new();
+        while frame.len() < MAX_FRAME_BYTES {
+            match this.events.poll_recv(cx) {
+                Poll::Ready(Some(event)) => encode(&mut frame, event),
+                Poll::Ready(None) => {
+                    this.ended = true;
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        if !frame.is_empty() {
+            let next = Instant::now() + this.keep_alive;
+            this.idle.as_mut().reset(next);
+            return Poll::Ready(Some(Ok(Frame::data(frame.freeze()))));
+        }
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        if this.idle.as_mut().poll(cx).is_ready() {
+            let next = Instant::now() + this.keep_alive;
+            this.idle.as_mut().reset(next);
+            return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(KEEP_ALIVE)))));
+        }
+        Poll::Pending
+    }
+}
+
+#[derive(Serialize)]
+struct MetaData<'a> {
+    request_id: &'a str,
+    model: &'a str,
+}
+
+#[derive(Serialize)]
+struct QueuedData {
+    position: usize,
+}
+
+#[derive(Serialize)]
+struct DeltaData<'a> {
+    content: &'a str,
+}
+
+fn encode(frame: &mut BytesMut, event: AnswerEvent) {
+    match event {
+        AnswerEvent::Meta { request_id, model } => put_event(
+            frame,
+            "meta",
+            &MetaData {
+                request_id: &request_id,
+                model: &model,
+            },
+        ),
+        AnswerEvent::Queued { position } => put_event(frame, "queued", &QueuedData { position }),
+        AnswerEvent::Delta(content) => put_event(frame, "delta", &DeltaData { content: &content }),
+        AnswerEvent::ToolCall(call) => put_event(frame, "tool_call", &*call),
+        AnswerEvent::ToolResult(result) => put_event(frame, "tool_result", &*result),
+        AnswerEvent::Done(done) => put_event(frame, "done", &*done),
+        AnswerEvent::Error(err) => put_event(frame, "error", &err.detail()),
+    }
+}
+
+/// Appends `event: NAME\ndata: JSON\n\n`. The JSON is compact, so it never holds a newline.
+fn put_event(frame: &mut BytesMut, name: &str, data: &impl Serialize) {
+    frame.put_slice(b"event: ");
+    frame.put_slice(name.as_bytes());
+    frame.put_slice(b"\ndata: ");
+    // Writing to memory cannot fail, and every payload is plain data (strings, numbers, JSON).
+    if let Err(err) = serde_json::to_writer(frame.writer(), data) {
+        tracing::error!(error = %err, event = name, "an SSE payload did not serialise");
+        frame.put_slice(b"null");
+    }
+    frame.put_slice(b"\n\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+
+    use super::*;
+    use crate::answer::{DoneInfo, Timings};
+
+    async fn next_frame(body: &mut EventStream) -> Option<String> {
+        let frame = poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await?;
+        let data = frame.expect("infallible").into_data().expect("a data frame");
+        Some(String::from_utf8(data.to_vec()).expect("UTF-8"))
+    }
+
+    #[tokio::test]
+    async fn waiting_events_share_one_frame_in_order() {
+        let (tx, rx) = mpsc::channel(32);
+        let mut body = EventStream::new(rx, Duration::from_secs(60));
+        tx.send(AnswerEvent::Meta {
+            request_id: "r1".into(),
+            model: "m".into(),
+        })
+        .await
+        .expect("open");
+        tx.send(AnswerEvent::Delta("a \"quoted\"\nline".into()))
+            .await
+            .expect("open");
+        tx.send(AnswerEvent::Done(Box::new(DoneInfo {
+            finish_reason: Some("stop".into()),
+            usage: None,
+            timings: Timings::default(),
+            tool_calls: Vec::new(),
+        })))
+        .await
+        .expect("open");
+        drop(tx);
+        let frame = next_frame(&mut body).await.expect("a frame");
+        assert_eq!(
+            frame,
+            "event: meta\ndata: {\"request_id\":\"r1\",\"model\":\"m\"}\n\n\
+             event: delta\ndata: {\"content\":\"a \\\"quoted\\\"\\nline\"}\n\n\
+             event: done\ndata: {\"finish_reason\":\"stop\",\"timings\":{\"queue_ms\":0,\"ttft_ms\":null,\"total_ms\":0}}\n\n"
+        );
+        assert_eq!(next_frame(&mut body).await, None, "the channel closed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_stream_gets_a_comment_each_interval() {
+        let (tx, rx) = mpsc::channel(32);
+        let mut body = EventStream::new(rx, Duration::from_secs(15));
+        let started = Instant::now();
+        assert_eq!(next_frame(&mut body).await.as_deref(), Some(":\n\n"));
+        assert_eq!(started.elapsed(), Duration::from_secs(15));
+        tx.send(AnswerEvent::Queued { position: 2 })
+            .await
+            .expect("open");
+        assert_eq!(
+            next_frame(&mut body).await.as_deref(),
+            Some("event: queued\ndata: {\"position\":2}\n\n")
+        );
+        let sent = Instant::now();
+        assert_eq!(next_frame(&mut body).await.as_deref(), Some(":\n\n"));
+        assert_eq!(sent.elapsed(), Duration::from_secs(15), "an event resets the interval");
+    }
+}
