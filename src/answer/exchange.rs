@@ -28,16 +28,25 @@ use super::request::AnswerRequest;
 use super::tools::{CallAssembler, ToolBox, ToolCall};
 
 /// What the client is told, in order: `Meta`, maybe `Queued`, `Delta`s, then `Done` or `Error`.
+/// All but `Delta` and `Queued` are boxed: a channel's slots are sized for the largest variant
+/// (32 slots are allocated per open stream), and most events are deltas.
 #[derive(Debug, Clone)]
 pub enum AnswerEvent {
-    Meta { request_id: String, model: String },
+    Meta(Box<Meta>),
     Queued { position: usize },
     Delta(String),
-    // Boxed: a channel's slots are sized for the largest variant, and most events are deltas.
     ToolCall(Box<ToolCall>),
     ToolResult(Box<Value>),
     Done(Box<DoneInfo>),
     Error(Box<ApiError>),
+}
+
+/// The first event of every stream.
+#[derive(Debug, Clone, Serialize)]
+pub struct Meta {
+    pub request_id: String,
+    /// `demo` for the built-in model.
+    pub model: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -198,10 +207,10 @@ impl Exchange {
         entry: Entry,
     ) -> Result<(), Ended> {
         let model = self.ctx.model_label.clone();
-        self.emit(AnswerEvent::Meta {
+        self.emit(AnswerEvent::Meta(Box::new(Meta {
             request_id: request_id.clone(),
             model,
-        })
+        })))
         .await?;
         let tools = self.ctx.tools.clone();
         let mut messages = request.messages.clone();
@@ -218,9 +227,11 @@ impl Exchange {
         loop {
             let offered = tools.as_ref().filter(|t| round < t.max_rounds);
             let permit = self.permit(entry.take()).await?;
-            let Round { text, calls } = self
-                .stream_round(&messages, offered.map(|t| t.definitions()), permit)
-                .await?;
+            // Boxed: the round's state (the upstream call, its stream) exists only while it
+            // runs, so an exchange waiting in the queue stays small.
+            let Round { text, calls } =
+                Box::pin(self.stream_round(&messages, offered.map(|t| t.definitions()), permit))
+                    .await?;
             if calls.is_empty() {
                 break;
             }
@@ -252,7 +263,7 @@ impl Exchange {
             let first = self.tool_calls.len() - calls.len();
             // No permit is held here: other users' answers use the upstream meanwhile.
             let runs = calls.iter().map(|call| tools.run(&request_id, call));
-            let outputs = self.guarded(futures::future::join_all(runs)).await?;
+            let outputs = Box::pin(self.guarded(futures::future::join_all(runs))).await?;
             messages.push(json!({
                 "role": "assistant",
                 "content": if text.is_empty() { Value::Null } else { Value::String(text) },

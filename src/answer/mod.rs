@@ -6,6 +6,6 @@ pub mod request;
 pub mod tools;
 
 pub use exchange::{
-    AnswerContext, AnswerEvent, DoneInfo, Exchange, ExchangeOutcome, ExchangeStatus, Timings,
+    AnswerContext, AnswerEvent, DoneInfo, Exchange, ExchangeOutcome, ExchangeStatus, Meta, Timings,
 };
 pub use request::AnswerRequest;

@@ -20,8 +20,8 @@ use crate::auth::ClientKeyId;
 use crate::config::ms;
 use crate::error::{ApiError, ErrorBody};
 use crate::routes::read_body;
-use crate::routes::sse::EventStream;
 use crate::routes::request_id::RequestId;
+use crate::routes::sse::EventStream;
 use crate::state::{Admitted, AppState};
 use crate::upstream::wire::Usage;
 
@@ -153,7 +153,7 @@ async fn collect(mut rx: mpsc::Receiver<AnswerEvent>) -> Result<Response, ApiErr
     let mut reply = String::new();
     while let Some(event) = rx.recv().await {
         match event {
-            AnswerEvent::Meta { request_id: id, .. } => request_id = id,
+            AnswerEvent::Meta(meta) => request_id = meta.request_id,
             AnswerEvent::Queued { .. } | AnswerEvent::ToolCall(_) | AnswerEvent::ToolResult(_) => {}
             AnswerEvent::Delta(text) => reply.push_str(&text),
             AnswerEvent::Done(done) => {

@@ -83,12 +83,6 @@ impl Body for EventStream {
 }
 
 #[derive(Serialize)]
-struct MetaData<'a> {
-    request_id: &'a str,
-    model: &'a str,
-}
-
-#[derive(Serialize)]
 struct QueuedData {
     position: usize,
 }
@@ -100,14 +94,7 @@ struct DeltaData<'a> {
 
 fn encode(frame: &mut BytesMut, event: AnswerEvent) {
     match event {
-        AnswerEvent::Meta { request_id, model } => put_event(
-            frame,
-            "meta",
-            &MetaData {
-                request_id: &request_id,
-                model: &model,
-            },
-        ),
+        AnswerEvent::Meta(meta) => put_event(frame, "meta", &*meta),
         AnswerEvent::Queued { position } => put_event(frame, "queued", &QueuedData { position }),
         AnswerEvent::Delta(content) => put_event(frame, "delta", &DeltaData { content: &content }),
         AnswerEvent::ToolCall(call) => put_event(frame, "tool_call", &*call),
@@ -135,11 +122,14 @@ mod tests {
     use std::future::poll_fn;
 
     use super::*;
-    use crate::answer::{DoneInfo, Timings};
+    use crate::answer::{DoneInfo, Meta, Timings};
 
     async fn next_frame(body: &mut EventStream) -> Option<String> {
         let frame = poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await?;
-        let data = frame.expect("infallible").into_data().expect("a data frame");
+        let data = frame
+            .expect("infallible")
+            .into_data()
+            .expect("a data frame");
         Some(String::from_utf8(data.to_vec()).expect("UTF-8"))
     }
 
@@ -147,10 +137,10 @@ mod tests {
     async fn waiting_events_share_one_frame_in_order() {
         let (tx, rx) = mpsc::channel(32);
         let mut body = EventStream::new(rx, Duration::from_secs(60));
-        tx.send(AnswerEvent::Meta {
+        tx.send(AnswerEvent::Meta(Box::new(Meta {
             request_id: "r1".into(),
             model: "m".into(),
-        })
+        })))
         .await
         .expect("open");
         tx.send(AnswerEvent::Delta("a \"quoted\"\nline".into()))
@@ -175,6 +165,12 @@ mod tests {
         assert_eq!(next_frame(&mut body).await, None, "the channel closed");
     }
 
+    #[test]
+    fn a_channel_slot_stays_small() {
+        // Each open stream allocates 32 slots up front; only `Delta` and `Queued` are inline.
+        assert!(std::mem::size_of::<AnswerEvent>() <= 32);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn an_idle_stream_gets_a_comment_each_interval() {
         let (tx, rx) = mpsc::channel(32);
@@ -191,6 +187,10 @@ mod tests {
         );
         let sent = Instant::now();
         assert_eq!(next_frame(&mut body).await.as_deref(), Some(":\n\n"));
-        assert_eq!(sent.elapsed(), Duration::from_secs(15), "an event resets the interval");
+        assert_eq!(
+            sent.elapsed(),
+            Duration::from_secs(15),
+            "an event resets the interval"
+        );
     }
 }
