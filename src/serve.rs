@@ -235,8 +235,8 @@ struct InFlight(Arc<Activity>);
 impl InFlight {
     fn start(activity: Arc<Activity>) -> Self {
         activity.head_started.store(0, Ordering::Release);
+        // No wake-up: a request in progress moves no deadline earlier.
         activity.in_flight.fetch_add(1, Ordering::AcqRel);
-        activity.changed.notify_one();
         Self(activity)
     }
 }
