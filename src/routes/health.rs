@@ -40,16 +40,19 @@ pub struct OcrHealth {
     pub omp_thread_limit: Option<String>,
 }
 
+/// What `/health` answers.
+#[derive(utoipa::IntoResponses)]
+pub enum HealthResponses {
+    /// Serving
+    #[response(status = 200)]
+    Serving(HealthReport),
+    /// Shutting down
+    #[response(status = 503)]
+    ShuttingDown(HealthReport),
+}
+
 /// Liveness and the main numbers: permits, queue, log writer, OCR engines.
-#[utoipa::path(
-    get,
-    path = "/health",
-    tag = "operations",
-    responses(
-        (status = 200, description = "Serving", body = HealthReport),
-        (status = 503, description = "Shutting down", body = HealthReport),
-    ),
-)]
+#[utoipa::path(get, path = "/health", tag = "operations", responses(HealthResponses))]
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthReport>) {
     let queue = &state.answer.queue;
     let draining = state.is_draining();
@@ -85,10 +88,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthRe
     get,
     path = "/actuator/health",
     tag = "operations",
-    responses(
-        (status = 200, description = "Serving", body = HealthReport),
-        (status = 503, description = "Shutting down", body = HealthReport),
-    ),
+    responses(HealthResponses)
 )]
 pub async fn actuator_health(state: State<AppState>) -> (StatusCode, Json<HealthReport>) {
     health(state).await

@@ -83,6 +83,38 @@ pub struct OcrResultView {
     pub updated_at: Option<DateTime<Utc>>,
 }
 
+/// What `POST /ocr` (and `/ocr_handler`) may answer.
+#[derive(utoipa::IntoResponses)]
+pub enum RecognizeResponses {
+    /// The text and the funds found
+    #[response(status = 200)]
+    Found(OcrResult),
+    /// Invalid body, or an image URL that is not allowed
+    #[response(status = 400)]
+    Invalid(ErrorBody<'static>),
+    /// Missing or wrong client API key
+    #[response(status = 401)]
+    Unauthorized(ErrorBody<'static>),
+    /// No image at that URL or path
+    #[response(status = 404)]
+    NotFound(ErrorBody<'static>),
+    /// Image too large (bytes or pixels)
+    #[response(status = 413)]
+    TooLarge(ErrorBody<'static>),
+    /// Not a readable image
+    #[response(status = 422)]
+    Undecodable(ErrorBody<'static>),
+    /// The OCR engine failed
+    #[response(status = 500)]
+    Engine(ErrorBody<'static>),
+    /// Downloading the image failed
+    #[response(status = 502)]
+    Download(ErrorBody<'static>),
+    /// Longer than `ocr.timeout_ms`
+    #[response(status = 504)]
+    Timeout(ErrorBody<'static>),
+}
+
 /// Recognise one image: fetched from `image_url`, or uploaded.
 #[utoipa::path(
     post,
@@ -92,17 +124,7 @@ pub struct OcrResultView {
         (ImageBody = "application/json"),
         (ImageUpload = "multipart/form-data"),
     )),
-    responses(
-        (status = 200, description = "The text and the funds found", body = OcrResult),
-        (status = 400, description = "Invalid body, or an image URL that is not allowed", body = ErrorBody),
-        (status = 401, description = "Missing or wrong client API key", body = ErrorBody),
-        (status = 404, description = "No image at that URL or path", body = ErrorBody),
-        (status = 413, description = "Image too large (bytes or pixels)", body = ErrorBody),
-        (status = 422, description = "Not a readable image", body = ErrorBody),
-        (status = 500, description = "The OCR engine failed", body = ErrorBody),
-        (status = 502, description = "Downloading the image failed", body = ErrorBody),
-        (status = 504, description = "Longer than `ocr.timeout_ms`", body = ErrorBody),
-    ),
+    responses(RecognizeResponses),
     security((), ("client_key" = [])),
 )]
 pub async fn recognize(
@@ -203,17 +225,7 @@ fn parse_item(item: &Value, at: &str) -> Result<ImageRequest, ApiError> {
         (ImageBody = "application/json"),
         (ImageUpload = "multipart/form-data"),
     )),
-    responses(
-        (status = 200, description = "The text and the funds found", body = OcrResult),
-        (status = 400, description = "Invalid body, or an image URL that is not allowed", body = ErrorBody),
-        (status = 401, description = "Missing or wrong client API key", body = ErrorBody),
-        (status = 404, description = "No image at that URL or path", body = ErrorBody),
-        (status = 413, description = "Image too large (bytes or pixels)", body = ErrorBody),
-        (status = 422, description = "Not a readable image", body = ErrorBody),
-        (status = 500, description = "The OCR engine failed", body = ErrorBody),
-        (status = 502, description = "Downloading the image failed", body = ErrorBody),
-        (status = 504, description = "Longer than `ocr.timeout_ms`", body = ErrorBody),
-    ),
+    responses(RecognizeResponses),
     security((), ("client_key" = [])),
 )]
 pub async fn recognize_handler(

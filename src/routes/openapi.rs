@@ -26,6 +26,8 @@ use crate::routes::{answer, health, metrics, ocr};
         metrics::metrics,
         openapi,
     ),
+    // Referenced by the `IntoResponses` lists, which do not register them themselves.
+    components(schemas(health::HealthReport, crate::ocr::OcrResult, crate::error::ErrorBody)),
     modifiers(&ClientKey),
     tags(
         (name = "answer", description = "The model's answers, streamed"),
