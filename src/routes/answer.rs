@@ -46,7 +46,7 @@ pub struct AnswerReply {
 #[derive(Debug, utoipa::ToSchema)]
 #[expect(
     dead_code,
-    reason = "the spec's view of an event; `to_sse` writes them"
+    reason = "the spec's view of an event; `routes::sse` writes them"
 )]
 pub struct AnswerStreamEvent {
     event: AnswerEventName,

@@ -4,6 +4,8 @@ pub mod answer;
 pub mod health;
 pub mod metrics;
 pub mod ocr;
+pub mod ocr_jobs;
+pub mod ocr_results;
 pub mod openapi;
 pub mod request_id;
 pub mod sse;
@@ -33,9 +35,12 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(upload_limit));
     let routes = Router::new()
         .merge(ocr_routes)
-        .route("/ocr/jobs", post(ocr::create_job))
-        .route("/ocr/jobs/{id}", get(ocr::get_job))
-        .route("/ocr/{id}", get(ocr::get).patch(ocr::correct))
+        .route("/ocr/jobs", post(ocr_jobs::create_job))
+        .route("/ocr/jobs/{id}", get(ocr_jobs::get_job))
+        .route(
+            "/ocr/{id}",
+            get(ocr_results::get).patch(ocr_results::correct),
+        )
         .route("/answer", post(answer::answer))
         .route("/health", get(health::health))
         .route("/actuator/health", get(health::actuator_health))

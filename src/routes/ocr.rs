@@ -1,21 +1,16 @@
 //! `POST /ocr` (and the older clients' `POST /ocr_handler`): JSON `{image_url, url_type}` or a
-//! multipart upload with the image in a part named `image`. `GET /ocr/{id}` reads a result back,
-//! and `PATCH /ocr/{id}` stores a person's correction beside the OCR's own values.
+//! multipart upload with the image in a part named `image`. Results are read back and corrected
+//! in [`super::ocr_results`]; many images at once go through [`super::ocr_jobs`].
 
 use axum::Json;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Extension, FromRequest, Multipart, Path, Request, State};
+use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{ApiError, ErrorBody};
-use crate::ocr::jobs::Job;
-use crate::ocr::{ImageRequest, OcrData, OcrError, OcrResult, UrlType};
-use crate::routes::read_body;
+use crate::ocr::{ImageRequest, OcrError, OcrResult, UrlType};
 use crate::routes::request_id::RequestId;
 use crate::state::AppState;
 
@@ -43,44 +38,6 @@ pub struct ImageUpload {
     image: Vec<u8>,
     /// `upload`, or left out.
     url_type: Option<String>,
-}
-
-/// What `POST /ocr/jobs` accepts: a list, or `{"items": [...]}`.
-// The spec's view of the body; `create_job` reads it to name the wrong item.
-#[derive(Debug, utoipa::ToSchema)]
-#[serde(untagged)]
-pub enum JobBody {
-    List(Vec<ImageBody>),
-    Items { items: Vec<ImageBody> },
-}
-
-/// `202` to `POST /ocr/jobs`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct JobCreated {
-    pub job_id: String,
-    pub total: usize,
-    /// Where to follow the job: `/ocr/jobs/{job_id}`.
-    pub status_url: String,
-}
-
-/// An OCR result as `GET /ocr/{id}` shows it: what was read, and any correction.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct OcrResultView {
-    pub id: String,
-    /// The request it came from (null while only in memory).
-    pub request_id: Option<String>,
-    pub image_url: String,
-    pub url_type: String,
-    /// `ok` or `error`.
-    pub status: String,
-    pub error_code: Option<String>,
-    pub data: OcrData,
-    pub update_fund_code: Option<String>,
-    pub update_hold_share: Option<String>,
-    pub elapsed_ms: i64,
-    pub created_at: DateTime<Utc>,
-    /// Null until the row is stored.
-    pub updated_at: Option<DateTime<Utc>>,
 }
 
 /// What `POST /ocr` (and `/ocr_handler`) may answer.
@@ -175,7 +132,7 @@ fn parse_json(body: &[u8]) -> Result<ImageRequest, ApiError> {
 }
 
 /// One `{image_url, url_type}`; `at` prefixes the field names in messages (`items[3].`).
-fn parse_item(item: &Value, at: &str) -> Result<ImageRequest, ApiError> {
+pub(super) fn parse_item(item: &Value, at: &str) -> Result<ImageRequest, ApiError> {
     let invalid = |m: String| ApiError::bad_request("invalid_request", m);
     let Some(object) = item.as_object() else {
         return Err(invalid(format!(
@@ -235,108 +192,6 @@ pub async fn recognize_handler(
     recognize(state, request).await
 }
 
-/// `POST /ocr/jobs`: many images in the background; 202 with the job id at once.
-#[utoipa::path(
-    post,
-    path = "/ocr/jobs",
-    tag = "ocr",
-    request_body(content = JobBody, content_type = "application/json"),
-    responses(
-        (status = 202, description = "Started", body = JobCreated),
-        (status = 400, description = "Invalid body or item, or too many items", body = ErrorBody),
-        (status = 401, description = "Missing or wrong client API key", body = ErrorBody),
-        (status = 413, description = "Body larger than `server.max_body_bytes`", body = ErrorBody),
-        (status = 503, description = "Shutting down", body = ErrorBody),
-    ),
-    security((), ("client_key" = [])),
-)]
-pub async fn create_job(
-    State(state): State<AppState>,
-    Extension(RequestId(request_id)): Extension<RequestId>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<JobCreated>), ApiError> {
-    let body = read_body(body, state.config.server.max_body_bytes)?;
-    let body: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("body is not JSON: {e}")))?;
-    let items = match &body {
-        Value::Array(items) => items,
-        Value::Object(o) => o.get("items").and_then(Value::as_array).ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_request",
-                "`items` must be a list of {image_url, url_type}",
-            )
-        })?,
-        _ => {
-            return Err(ApiError::bad_request(
-                "invalid_request",
-                "body must be a list of {image_url, url_type}",
-            ));
-        }
-    };
-    let limit = state.config.ocr.max_job_items;
-    if items.is_empty() || items.len() > limit {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            format!(
-                "`items` must hold 1 to {limit} images; it holds {}",
-                items.len()
-            ),
-        ));
-    }
-    let images = items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| parse_item(item, &format!("items[{i}].")))
-        .collect::<Result<Vec<_>, _>>()?;
-    if state.is_draining() {
-        return Err(ApiError::shutting_down());
-    }
-    let total = images.len();
-    let job_id = state.jobs.start(
-        state.ocr.clone(),
-        state.log.clone(),
-        request_id,
-        images,
-        &state.tasks,
-        state.answer.stop_streams.clone(),
-    );
-    let status_url = format!("/ocr/jobs/{job_id}");
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(JobCreated {
-            job_id,
-            total,
-            status_url,
-        }),
-    ))
-}
-
-/// A job's progress and each item's result.
-#[utoipa::path(
-    get,
-    path = "/ocr/jobs/{id}",
-    tag = "ocr",
-    params(("id" = String, Path, description = "The job id from `POST /ocr/jobs`")),
-    responses(
-        (status = 200, description = "The job", body = Job),
-        (status = 401, description = "Missing or wrong client API key", body = ErrorBody),
-        (status = 404, description = "No such job (jobs are kept in memory, the last 1,000)", body = ErrorBody),
-    ),
-    security((), ("client_key" = [])),
-)]
-pub async fn get_job(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<Job>, ApiError> {
-    state.jobs.get(&id).map(Json).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no OCR job `{id}`"),
-        )
-    })
-}
-
 async fn read_upload(mut multipart: Multipart, cap: usize) -> Result<ImageRequest, ApiError> {
     let mut image: Option<(String, Bytes)> = None;
     while let Some(mut field) = multipart
@@ -394,177 +249,4 @@ async fn read_upload(mut multipart: Multipart, cap: usize) -> Result<ImageReques
         image_url: name,
         upload: Some(bytes),
     })
-}
-
-/// An OCR result by id, with any correction.
-#[utoipa::path(
-    get,
-    path = "/ocr/{id}",
-    tag = "ocr",
-    params(("id" = String, Path, description = "The `id` of a `POST /ocr` result")),
-    responses(
-        (status = 200, description = "The result", body = OcrResultView),
-        (status = 401, description = "Missing or wrong client API key", body = ErrorBody),
-        (status = 404, description = "No such result", body = ErrorBody),
-        (status = 503, description = "The database cannot be read now", body = ErrorBody),
-    ),
-    security((), ("client_key" = [])),
-)]
-pub async fn get(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<OcrResultView>, ApiError> {
-    let stored = state.database.ocr_result(&id).await.map_err(store_error)?;
-    if let Some(row) = stored {
-        let funds = row
-            .funds
-            .as_deref()
-            .and_then(|f| serde_json::from_str(f).ok())
-            .unwrap_or_default();
-        return Ok(Json(OcrResultView {
-            id: row.ocr_id,
-            request_id: Some(row.request_id),
-            image_url: row.image_url,
-            url_type: row.url_type,
-            status: row.status,
-            error_code: row.error_code,
-            data: OcrData {
-                fund_code: row.ocr_fund_code,
-                hold_share: row.ocr_hold_share,
-                funds,
-                text: row.ocr_text,
-            },
-            update_fund_code: row.update_fund_code,
-            update_hold_share: row.update_hold_share,
-            elapsed_ms: row.elapsed_ms,
-            created_at: row.created_at,
-            updated_at: Some(row.updated_at),
-        }));
-    }
-    match state.ocr.recent(&id) {
-        Some(result) => Ok(Json(OcrResultView {
-            id: result.id,
-            request_id: None,
-            image_url: result.image_url,
-            url_type: result.url_type.as_str().to_owned(),
-            status: "ok".to_owned(),
-            error_code: None,
-            data: result.data,
-            update_fund_code: None,
-            update_hold_share: None,
-            elapsed_ms: i64::try_from(result.elapsed_ms).unwrap_or(i64::MAX),
-            created_at: result.created_at,
-            updated_at: None,
-        })),
-        None => Err(not_found(&id)),
-    }
-}
-
-/// A person's correction of what the OCR read.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Correction {
-    /// Six digits.
-    #[schema(pattern = "^[0-9]{6}$")]
-    update_fund_code: Option<String>,
-    /// A plain decimal number such as `12345.67`.
-    #[schema(pattern = "^[0-9.]+$")]
-    update_hold_share: Option<String>,
-}
-
-/// Store a correction beside the OCR's own values; answers with the updated result.
-#[utoipa::path(
-    patch,
-    path = "/ocr/{id}",
-    tag = "ocr",
-    params(("id" = String, Path, description = "The `id` of a `POST /ocr` result")),
-    request_body(content = Correction, content_type = "application/json"),
-    responses(
-        (status = 200, description = "The corrected result", body = OcrResultView),
-        (status = 400, description = "Invalid correction", body = ErrorBody),
-        (status = 401, description = "Missing or wrong client API key", body = ErrorBody),
-        (status = 404, description = "No such result", body = ErrorBody),
-        (status = 409, description = "The result is not stored yet; see Retry-After", body = ErrorBody),
-        (status = 413, description = "Body larger than `server.max_body_bytes`", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached now", body = ErrorBody),
-    ),
-    security((), ("client_key" = [])),
-)]
-pub async fn correct(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Json<OcrResultView>, ApiError> {
-    let body = read_body(body, state.config.server.max_body_bytes)?;
-    let correction: Correction = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_request",
-            format!("body must be {{\"update_fund_code\", \"update_hold_share\"}}: {e}"),
-        )
-    })?;
-    if correction.update_fund_code.is_none() && correction.update_hold_share.is_none() {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            "give `update_fund_code`, `update_hold_share` or both",
-        ));
-    }
-    if let Some(code) = &correction.update_fund_code {
-        if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(ApiError::bad_request(
-                "invalid_request",
-                "`update_fund_code` must be 6 digits",
-            ));
-        }
-    }
-    if let Some(share) = &correction.update_hold_share {
-        let valid = share
-            .parse::<f64>()
-            .is_ok_and(|v| v.is_finite() && v >= 0.0)
-            && share.bytes().all(|b| b.is_ascii_digit() || b == b'.');
-        if !valid {
-            return Err(ApiError::bad_request(
-                "invalid_request",
-                "`update_hold_share` must be a plain decimal number such as 12345.67",
-            ));
-        }
-    }
-    let found = state
-        .database
-        .correct_ocr_result(
-            &id,
-            correction.update_fund_code.as_deref(),
-            correction.update_hold_share.as_deref(),
-        )
-        .await
-        .map_err(store_error)?;
-    if !found {
-        if state.ocr.recent(&id).is_some() {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "not_stored_yet",
-                "the result is still on its way to the database; retry in a moment",
-            )
-            .with_retry_after(1));
-        }
-        return Err(not_found(&id));
-    }
-    get(State(state), Path(id)).await
-}
-
-fn not_found(id: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        format!("no OCR result `{id}`"),
-    )
-}
-
-fn store_error(err: crate::store::StoreError) -> ApiError {
-    tracing::warn!(error = %err, "database read failed");
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "database_unavailable",
-        "the database cannot be read right now",
-    )
-    .with_retry_after(1)
 }

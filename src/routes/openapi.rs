@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{answer, health, metrics, ocr};
+use crate::routes::{answer, health, metrics, ocr, ocr_jobs, ocr_results};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,10 +17,10 @@ use crate::routes::{answer, health, metrics, ocr};
         answer::answer,
         ocr::recognize,
         ocr::recognize_handler,
-        ocr::get,
-        ocr::correct,
-        ocr::create_job,
-        ocr::get_job,
+        ocr_results::get,
+        ocr_results::correct,
+        ocr_jobs::create_job,
+        ocr_jobs::get_job,
         health::health,
         health::actuator_health,
         metrics::metrics,

@@ -1,0 +1,136 @@
+//! `POST /ocr/jobs` starts a batch of OCR runs in the background; `GET /ocr/jobs/{id}` follows it.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Extension, Path, State};
+use axum::http::StatusCode;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::{ApiError, ErrorBody};
+use crate::ocr::jobs::Job;
+use crate::routes::ocr::{ImageBody, parse_item};
+use crate::routes::read_body;
+use crate::routes::request_id::RequestId;
+use crate::state::AppState;
+
+/// What `POST /ocr/jobs` accepts: a list, or `{"items": [...]}`.
+// The spec's view of the body; `create_job` reads it to name the wrong item.
+#[derive(Debug, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum JobBody {
+    List(Vec<ImageBody>),
+    Items { items: Vec<ImageBody> },
+}
+
+/// `202` to `POST /ocr/jobs`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobCreated {
+    pub job_id: String,
+    pub total: usize,
+    /// Where to follow the job: `/ocr/jobs/{job_id}`.
+    pub status_url: String,
+}
+
+/// `POST /ocr/jobs`: many images in the background; 202 with the job id at once.
+#[utoipa::path(
+    post,
+    path = "/ocr/jobs",
+    tag = "ocr",
+    request_body(content = JobBody, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Started", body = JobCreated),
+        (status = 400, description = "Invalid body or item, or too many items", body = ErrorBody),
+        (status = 401, description = "Missing or wrong client API key", body = ErrorBody),
+        (status = 413, description = "Body larger than `server.max_body_bytes`", body = ErrorBody),
+        (status = 503, description = "Shutting down", body = ErrorBody),
+    ),
+    security((), ("client_key" = [])),
+)]
+pub async fn create_job(
+    State(state): State<AppState>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<JobCreated>), ApiError> {
+    let body = read_body(body, state.config.server.max_body_bytes)?;
+    let body: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("body is not JSON: {e}")))?;
+    let items = match &body {
+        Value::Array(items) => items,
+        Value::Object(o) => o.get("items").and_then(Value::as_array).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_request",
+                "`items` must be a list of {image_url, url_type}",
+            )
+        })?,
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "body must be a list of {image_url, url_type}",
+            ));
+        }
+    };
+    let limit = state.config.ocr.max_job_items;
+    if items.is_empty() || items.len() > limit {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!(
+                "`items` must hold 1 to {limit} images; it holds {}",
+                items.len()
+            ),
+        ));
+    }
+    let images = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| parse_item(item, &format!("items[{i}].")))
+        .collect::<Result<Vec<_>, _>>()?;
+    if state.is_draining() {
+        return Err(ApiError::shutting_down());
+    }
+    let total = images.len();
+    let job_id = state.jobs.start(
+        state.ocr.clone(),
+        state.log.clone(),
+        request_id,
+        images,
+        &state.tasks,
+        state.answer.stop_streams.clone(),
+    );
+    let status_url = format!("/ocr/jobs/{job_id}");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(JobCreated {
+            job_id,
+            total,
+            status_url,
+        }),
+    ))
+}
+
+/// A job's progress and each item's result.
+#[utoipa::path(
+    get,
+    path = "/ocr/jobs/{id}",
+    tag = "ocr",
+    params(("id" = String, Path, description = "The job id from `POST /ocr/jobs`")),
+    responses(
+        (status = 200, description = "The job", body = Job),
+        (status = 401, description = "Missing or wrong client API key", body = ErrorBody),
+        (status = 404, description = "No such job (jobs are kept in memory, the last 1,000)", body = ErrorBody),
+    ),
+    security((), ("client_key" = [])),
+)]
+pub async fn get_job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
+    state.jobs.get(&id).map(Json).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no OCR job `{id}`"),
+        )
+    })
+}
