@@ -97,22 +97,27 @@ async fn ttft_phase(client: &reqwest::Client, dir: &Path) {
 
 async fn cpu_phase(client: &reqwest::Client, dir: &Path) {
     println!("## CPU time per streamed request ({CHUNKS} chunks, no token delay, 50 at a time)");
-    let mock = mock(0, CHUNKS).await;
-    let proxy = Proxy::start(dir, &mock.base_url(), 100_000);
-    let target = Target::Proxy(proxy.addr.clone());
-    run_many(client, &target, 500, 50).await;
-    let requests = 4_000;
-    let before = proxy.cpu_seconds();
-    let started = Instant::now();
-    run_many(client, &target, requests, 50).await;
-    let cpu = proxy.cpu_seconds() - before;
-    println!(
-        "{requests} requests in {:.2} s; proxy CPU {:.3} s = {:.1} µs per request; RSS after {:.1} MB",
-        started.elapsed().as_secs_f64(),
-        cpu,
-        cpu / requests as f64 * 1e6,
-        proxy.rss_kib() as f64 / 1024.0
-    );
+    for (extra, label) in [
+        ("", "HTTP/1.1"),
+        ("http2_prior_knowledge = true", "HTTP/2 (h2c)"),
+    ] {
+        let mock = mock(0, CHUNKS).await;
+        let proxy = Proxy::start_with(dir, &mock.base_url(), 100_000, extra);
+        let target = Target::Proxy(proxy.addr.clone());
+        run_many(client, &target, 500, 50).await;
+        let requests = 4_000;
+        let before = proxy.cpu_seconds();
+        let started = Instant::now();
+        run_many(client, &target, requests, 50).await;
+        let cpu = proxy.cpu_seconds() - before;
+        println!(
+            "upstream {label}: {requests} requests in {:.2} s; proxy CPU {:.3} s = {:.1} µs per request; RSS after {:.1} MB",
+            started.elapsed().as_secs_f64(),
+            cpu,
+            cpu / requests as f64 * 1e6,
+            proxy.rss_kib() as f64 / 1024.0
+        );
+    }
     println!();
 }
 

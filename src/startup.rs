@@ -112,7 +112,7 @@ impl Application {
         });
         let answer = AnswerContext {
             upstream: Arc::new(upstream),
-            model_label,
+            model_label: model_label.into(),
             queue,
             stop_streams: CancellationToken::new(),
             tools,

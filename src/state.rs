@@ -113,7 +113,7 @@ impl AppState {
         let exchange = Exchange::new(self.answer.clone(), tx, received);
         let open = self.exchanges_open.clone();
         let log = self.log.clone();
-        let model = self.answer.model_label.clone();
+        let model = self.answer.model_label.to_string();
         let metrics = self.answer.metrics.clone();
         let log_user_text = self.config.log.user_text;
         open.fetch_add(1, Ordering::AcqRel);

@@ -111,7 +111,7 @@ pub struct ExchangeOutcome {
 pub struct AnswerContext {
     pub upstream: Arc<UpstreamClient>,
     /// Name shown in `meta` (`demo` for the built-in model).
-    pub model_label: String,
+    pub model_label: Arc<str>,
     pub queue: PermitQueue,
     /// Cancelled when shutdown's grace period is over: exchanges still running end with an error.
     pub stop_streams: CancellationToken,
@@ -206,7 +206,7 @@ impl Exchange {
         request: &AnswerRequest,
         entry: Entry,
     ) -> Result<(), Ended> {
-        let model = self.ctx.model_label.clone();
+        let model = self.ctx.model_label.to_string();
         self.emit(AnswerEvent::Meta(Box::new(Meta {
             request_id: request_id.clone(),
             model,

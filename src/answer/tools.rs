@@ -3,8 +3,9 @@
 //! under the exchange's request id.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use chrono::NaiveDate;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -40,6 +41,8 @@ pub struct ToolBox {
     definitions: Value,
     prompts: Prompts,
     pub max_rounds: usize,
+    /// The system prompt rendered for one date, so it is rendered once a day, not per request.
+    rendered: Mutex<Option<(NaiveDate, String)>>,
 }
 
 impl ToolBox {
@@ -77,6 +80,7 @@ impl ToolBox {
             definitions,
             prompts,
             max_rounds,
+            rendered: Mutex::new(None),
         }
     }
 
@@ -85,12 +89,21 @@ impl ToolBox {
         &self.definitions
     }
 
-    /// The system prompt for today.
+    /// The system prompt for today (UTC).
     pub fn system_prompt(&self) -> String {
-        self.prompts.system.render(&BTreeMap::from([
-            ("date", chrono::Utc::now().format("%Y-%m-%d").to_string()),
-            ("tool_name", OCR_TOOL_NAME.to_owned()),
-        ]))
+        let today = chrono::Utc::now().date_naive();
+        let mut rendered = self.rendered.lock().expect("system prompt lock");
+        match &*rendered {
+            Some((date, prompt)) if *date == today => prompt.clone(),
+            _ => {
+                let prompt = self.prompts.system.render(&BTreeMap::from([
+                    ("date", today.format("%Y-%m-%d").to_string()),
+                    ("tool_name", OCR_TOOL_NAME.to_owned()),
+                ]));
+                *rendered = Some((today, prompt.clone()));
+                prompt
+            }
+        }
     }
 
     /// Runs one call. Errors (a bad argument, a refused URL, not an image) become the tool's

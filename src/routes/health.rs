@@ -64,7 +64,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthRe
     let report = HealthReport {
         status: if draining { "shutting_down" } else { "ok" },
         version: env!("CARGO_PKG_VERSION"),
-        model: state.answer.model_label.clone(),
+        model: state.answer.model_label.to_string(),
         upstream: UpstreamHealth {
             permits_total: queue.capacity(),
             permits_in_use: queue.in_use(),

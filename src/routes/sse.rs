@@ -24,11 +24,16 @@ const MAX_FRAME_BYTES: usize = 64 * 1024;
 
 const KEEP_ALIVE: &[u8] = b":\n\n";
 
+/// Room made before each event: most events fit, and the buffer grows in steps of this.
+const FRAME_ROOM: usize = 256;
+
 pub struct EventStream {
     events: mpsc::Receiver<AnswerEvent>,
     keep_alive: Duration,
     idle: Pin<Box<Sleep>>,
     ended: bool,
+    /// Frames are split off its front, so several share one allocation.
+    buffer: BytesMut,
 }
 
 impl EventStream {
@@ -38,6 +43,7 @@ impl EventStream {
             keep_alive,
             idle: Box::pin(tokio::time::sleep(keep_alive)),
             ended: false,
+            buffer: BytesMut::new(),
         }
     }
 }
@@ -54,10 +60,13 @@ impl Body for EventStream {
         if this.ended {
             return Poll::Ready(None);
         }
-        let mut frame = BytesMut::new();
+        let frame = &mut this.buffer;
         while frame.len() < MAX_FRAME_BYTES {
             match this.events.poll_recv(cx) {
-                Poll::Ready(Some(event)) => encode(&mut frame, event),
+                Poll::Ready(Some(event)) => {
+                    frame.reserve(FRAME_ROOM);
+                    encode(frame, event);
+                }
                 Poll::Ready(None) => {
                     this.ended = true;
                     break;
@@ -66,9 +75,10 @@ impl Body for EventStream {
             }
         }
         if !frame.is_empty() {
+            let frame = frame.split().freeze();
             let next = Instant::now() + this.keep_alive;
             this.idle.as_mut().reset(next);
-            return Poll::Ready(Some(Ok(Frame::data(frame.freeze()))));
+            return Poll::Ready(Some(Ok(Frame::data(frame))));
         }
         if this.ended {
             return Poll::Ready(None);
