@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
-/// hyper's smallest allowed read buffer bound; request heads larger than this are refused.
+/// Bound on hyper's read buffer: a request head larger than this is refused (431).
 const MAX_BUF_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy)]
