@@ -28,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
-/// Bound on hyper's read buffer: a request head larger than this is refused (431).
-const MAX_BUF_BYTES: usize = 64 * 1024;
+/// A request head (request line and headers) larger than this is refused with 431.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
@@ -115,7 +115,9 @@ async fn serve_connection(
         }
     });
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.header_read_timeout(None).max_buf_size(MAX_BUF_BYTES);
+    http.header_read_timeout(None)
+        .max_header_size(MAX_HEAD_BYTES)
+        .max_buf_size(MAX_HEAD_BYTES);
     let connection = http.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     let mut draining = false;

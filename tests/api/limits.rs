@@ -55,6 +55,24 @@ async fn a_client_that_never_finishes_its_request_head_is_disconnected() {
 }
 
 #[tokio::test]
+async fn an_oversized_request_head_is_refused_with_431() {
+    let app = spawn_app_with(MockKnobs::default(), |_| {}).await;
+    let mut tcp = TcpStream::connect(app.addr).await.expect("connect");
+    let head = format!(
+        "GET /health HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "y".repeat(80 * 1024)
+    );
+    // The server may stop reading once it has refused the head.
+    let _ = tcp.write_all(head.as_bytes()).await;
+    let (received, _) = read_until_closed(&mut tcp).await;
+    assert!(
+        received.starts_with("HTTP/1.1 431"),
+        "{}",
+        &received[..received.len().min(200)]
+    );
+}
+
+#[tokio::test]
 async fn an_idle_kept_alive_connection_is_closed_but_a_long_quiet_stream_is_not() {
     let app = spawn_app_with(
         MockKnobs {
