@@ -10,15 +10,14 @@ pub mod openapi;
 pub mod request_id;
 pub mod sse;
 
+use std::time::Duration;
+
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::routing::{get, post};
-
-use std::time::Duration;
-
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::CorsConfig;
