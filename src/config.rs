@@ -464,10 +464,17 @@ impl Config {
             positive("limits.per_key_burst", self.limits.per_key_burst.into())?;
         }
         for origin in &self.cors.allowed_origins {
-            if origin != "*" && axum::http::HeaderValue::from_str(origin).is_err() {
+            // An origin is exactly what a browser sends: scheme, host and port, nothing else.
+            let exact = url::Url::parse(origin).is_ok_and(|url| {
+                matches!(url.scheme(), "http" | "https")
+                    && url.origin().ascii_serialization() == *origin
+            });
+            if origin != "*" && !exact {
                 return Err(key_error(
                     "cors.allowed_origins",
-                    format!("`{origin}` is not a valid origin"),
+                    format!(
+                        "`{origin}` is not an origin such as `https://chat.example.com` (scheme and host, no path)"
+                    ),
                 ));
             }
         }
@@ -760,6 +767,18 @@ mod tests {
             ("[server]\nbind = \"nowhere\"\n", "server.bind"),
             ("[upstream]\nbase_url = \"ftp://x\"\n", "upstream.base_url"),
             ("[upstream]\ntypo_key = 1\n", "upstream"),
+            (
+                "[cors]\nallowed_origins = [\"chat.example.com\"]\n",
+                "cors.allowed_origins",
+            ),
+            (
+                "[cors]\nallowed_origins = [\"https://chat.example.com/\"]\n",
+                "cors.allowed_origins",
+            ),
+            (
+                "[cors]\nallowed_origins = [\"*\", \"https://a.example\"]\n",
+                "cors.allowed_origins",
+            ),
         ];
         for (text, key) in cases {
             let file = write(dir.path(), "bad.toml", text);
