@@ -213,31 +213,10 @@ fn client_keys_come_from_the_environment_and_open_public_binds_are_refused() {
         "env-key-0123456789abcd, other-key-0123456789",
     );
     let (_running, addr, _) = start_listening(command);
-    let status = |key: &str| {
-        let mut args = vec![
-            "-s".to_owned(),
-            "-o".into(),
-            "/dev/null".into(),
-            "-w".into(),
-            "%{http_code}".into(),
-        ];
-        if !key.is_empty() {
-            args.extend(["-H".into(), format!("Authorization: Bearer {key}")]);
-        }
-        args.extend([
-            "-d".into(),
-            r#"{"user_input":"hi","stream":false}"#.into(),
-            format!("http://{addr}/answer"),
-        ]);
-        let output = Command::new("curl")
-            .args(&args)
-            .output()
-            .expect("curl runs");
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    };
-    assert_eq!(status(""), "401");
-    assert_eq!(status("env-key-0123456789abcd"), "200");
-    assert_eq!(status("other-key-0123456789"), "200");
+    let status = |key: Option<&str>| curl_answer(&addr, key, None, "hi");
+    assert_eq!(status(None), "401");
+    assert_eq!(status(Some("env-key-0123456789abcd")), "200");
+    assert_eq!(status(Some("other-key-0123456789")), "200");
 
     let public = override_file(
         dir.path(),
@@ -251,13 +230,19 @@ fn client_keys_come_from_the_environment_and_open_public_binds_are_refused() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("auth.keys"));
 }
 
-/// Sends one `/answer` with curl and returns the HTTP status.
-fn curl_answer(addr: &str, key: &str, request_id: &str, question: &str) -> String {
+/// Sends one non-streamed `/answer` with curl, with the key and request id if given, and
+/// returns the HTTP status.
+fn curl_answer(addr: &str, key: Option<&str>, request_id: Option<&str>, question: &str) -> String {
+    let mut curl = Command::new("curl");
+    curl.args(["-s", "-o", "/dev/null", "-w", "%{http_code}"]);
+    if let Some(key) = key {
+        curl.args(["-H", &format!("Authorization: Bearer {key}")]);
+    }
+    if let Some(request_id) = request_id {
+        curl.args(["-H", &format!("x-request-id: {request_id}")]);
+    }
     let body = format!(r#"{{"user_input":"{question}","stream":false}}"#);
-    let output = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
-        .args(["-H", &format!("Authorization: Bearer {key}")])
-        .args(["-H", &format!("x-request-id: {request_id}")])
+    let output = curl
         .args(["-d", &body, &format!("http://{addr}/answer")])
         .output()
         .expect("curl runs");
@@ -297,7 +282,10 @@ fn json_logs_carry_the_request_span_and_user_text_only_when_allowed() {
         command.env("CHAT_PROXY_CLIENT_KEYS", KEY);
         let (running, addr, _) = start_listening(command);
         let request_id = format!("log-test-{user_text}");
-        assert_eq!(curl_answer(&addr, KEY, &request_id, QUESTION), "200");
+        assert_eq!(
+            curl_answer(&addr, Some(KEY), Some(&request_id), QUESTION),
+            "200"
+        );
         let line = finished_line(&running, &request_id);
         assert_eq!(line["level"], "INFO");
         assert_eq!(line["span"]["name"], "request", "{line}");
