@@ -5,7 +5,7 @@
 
 use std::sync::Mutex;
 
-use axum::http::Method;
+use axum::http::{Method, StatusCode};
 use prometheus::{
     Encoder as _, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     Opts, Registry, TextEncoder,
@@ -236,7 +236,7 @@ impl Metrics {
 
     /// Counts one answered HTTP request. `route` is the matched route pattern, so the label set
     /// stays small whatever paths clients send.
-    pub fn count_request(&self, method: &Method, route: &str, status: u16) {
+    pub fn count_request(&self, method: &Method, route: &str, status: StatusCode) {
         let method = match *method {
             Method::GET | Method::POST | Method::PATCH | Method::OPTIONS | Method::HEAD => {
                 method.as_str()
@@ -244,7 +244,7 @@ impl Metrics {
             _ => "other",
         };
         self.http_requests
-            .with_label_values(&[method, route, &status.to_string()])
+            .with_label_values(&[method, route, status.as_str()])
             .inc();
     }
 
