@@ -122,8 +122,7 @@ impl ClientLimits {
             });
         }
         if let Some((per_second, burst)) = inner.rate {
-            let elapsed = now.duration_since(state.refilled).as_secs_f64();
-            state.tokens = (state.tokens + elapsed * per_second).min(burst);
+            state.tokens = state.tokens_at(now, per_second).min(burst);
             state.refilled = now;
             if state.tokens < 1.0 {
                 let retry_after = Duration::from_secs_f64((1.0 - state.tokens) / per_second);
@@ -146,10 +145,16 @@ impl ClientLimits {
 impl Inner {
     fn at_rest(&self, state: &ClientState, now: Instant) -> bool {
         state.open == 0
-            && self.rate.is_none_or(|(per_second, burst)| {
-                state.tokens + now.duration_since(state.refilled).as_secs_f64() * per_second
-                    >= burst
-            })
+            && self
+                .rate
+                .is_none_or(|(per_second, burst)| state.tokens_at(now, per_second) >= burst)
+    }
+}
+
+impl ClientState {
+    /// The bucket's tokens at `now`, refilled since `refilled` and not yet capped at the burst.
+    fn tokens_at(&self, now: Instant, per_second: f64) -> f64 {
+        self.tokens + now.duration_since(self.refilled).as_secs_f64() * per_second
     }
 }
 
