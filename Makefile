@@ -2,9 +2,11 @@
 .PHONY: run test deps bench
 
 # Run the service on its embedded defaults: SQLite under data/, the offline demo model.
+# Both binaries are built: chat-proxy and its OCR worker, chat-proxy-ocr.
 run:
 	scripts/deps.sh run
-	cargo run --release -- --config config.toml
+	cargo build --release --bins
+	target/release/chat-proxy --config config.toml
 
 # Run every test: unit, end to end, OCR, the MySQL tests against MariaDB on 127.0.0.1:3306, and
 # a bounded schemathesis run against the service's own OpenAPI description.

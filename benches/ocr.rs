@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chat_proxy::config::OcrConfig;
-use chat_proxy::ocr::{EnginePool, ImageRequest, OcrService, UrlType};
+use chat_proxy::ocr::{EnginePool, ImageRequest, OcrService, UrlType, WorkerCommand};
 use futures::StreamExt;
 
 fn main() {
@@ -64,16 +64,15 @@ async fn run() {
     let path = dir.path().join("holdings-1080x1920.png");
     std::fs::write(&path, &png).expect("write image");
     println!(
-        "image: 1080x1920 PNG, {} KB; OMP_THREAD_LIMIT={}",
-        png.len() / 1024,
-        std::env::var("OMP_THREAD_LIMIT").unwrap_or_else(|_| "(unset)".into())
+        "image: 1080x1920 PNG, {} KB; the pipeline's workers run with OMP_THREAD_LIMIT=1",
+        png.len() / 1024
     );
 
     println!();
     println!("## Engine start-up");
     let mut starts = Vec::new();
     for _ in 0..3 {
-        let pool = EnginePool::new("chi_sim+eng", 1);
+        let pool = EnginePool::new(worker_command(), 1, 60_000);
         let started = Instant::now();
         pool.preload().await.expect("engine starts");
         starts.push(started.elapsed());
@@ -85,6 +84,7 @@ async fn run() {
 
     let config = Arc::new(OcrConfig {
         pool_size: 2,
+        worker_program: worker_command().program,
         ..OcrConfig::default()
     });
     let ocr = Arc::new(OcrService::new(config).expect("service"));
@@ -188,4 +188,12 @@ async fn run() {
         "2 CLI processes at once: {:.2} images/s",
         2.0 / started.elapsed().as_secs_f64()
     );
+}
+
+/// The worker binary cargo built with this benchmark.
+fn worker_command() -> WorkerCommand {
+    WorkerCommand::new(
+        std::path::Path::new(env!("CARGO_BIN_EXE_chat-proxy-ocr")),
+        "chi_sim+eng",
+    )
 }

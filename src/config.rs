@@ -244,6 +244,8 @@ impl Default for WriterConfig {
 pub struct OcrConfig {
     /// Tesseract languages.
     pub languages: String,
+    /// The OCR worker binary; empty means `chat-proxy-ocr` beside the server's executable.
+    pub worker_program: PathBuf,
     /// Engines in the pool (recognitions at once); 0 means one per CPU core.
     pub pool_size: usize,
     /// Create the engines at start-up (about 0.2 s and 110 MB each) rather than on first use.
@@ -274,6 +276,7 @@ impl Default for OcrConfig {
     fn default() -> Self {
         Self {
             languages: "chi_sim+eng".into(),
+            worker_program: PathBuf::new(),
             pool_size: 0,
             preload: true,
             max_image_bytes: 10 * 1024 * 1024,

@@ -35,35 +35,8 @@ enum Command {
     },
 }
 
-/// Debian's libtesseract uses OpenMP, which reads `OMP_THREAD_LIMIT` when the library loads,
-/// before `main`. Without a limit of 1 a recognition runs about 4 times slower, so the binary
-/// starts itself again with the variable set when it is missing.
-fn ensure_omp_thread_limit() {
-    const VAR: &str = "OMP_THREAD_LIMIT";
-    const GUARD: &str = "CHAT_PROXY_REEXECUTED";
-    if std::env::var(VAR).as_deref() == Ok("1") || std::env::var_os(GUARD).is_some() {
-        return;
-    }
-    let Ok(exe) = std::env::current_exe() else {
-        eprintln!("warning: cannot find this program to restart it with {VAR}=1; OCR will be slow");
-        return;
-    };
-    use std::os::unix::process::CommandExt as _;
-    let err = std::process::Command::new(exe)
-        .args(std::env::args_os().skip(1))
-        .env(VAR, "1")
-        .env(GUARD, "1")
-        .exec();
-    eprintln!("warning: restarting with {VAR}=1 failed ({err}); OCR will be slow");
-}
-
-fn main() -> anyhow::Result<()> {
-    ensure_omp_thread_limit();
-    run()
-}
-
 #[tokio::main]
-async fn run() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(&cli.config).context("loading configuration")?;
     chat_proxy::telemetry::init(&config.log);

@@ -92,13 +92,13 @@ impl Application {
             ocr.pool()
                 .preload()
                 .await
-                .context("starting the OCR engines")?;
+                .context("starting the OCR workers")?;
         }
         tracing::info!(
             languages = %config.ocr.languages,
             engines = ocr.pool().size(),
             preloaded = config.ocr.preload,
-            omp_thread_limit = std::env::var("OMP_THREAD_LIMIT").unwrap_or_default(),
+            worker = %ocr.pool().program().display(),
             "OCR ready"
         );
         let tools = config.tools.enabled.then(|| {

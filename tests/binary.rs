@@ -151,21 +151,65 @@ fn runs_on_the_shipped_config_logs_its_address_and_stops_on_sigterm() {
 }
 
 #[test]
-fn the_binary_runs_with_omp_thread_limit_1_even_when_started_without_it() {
+fn tesseract_runs_in_worker_processes_that_end_with_the_server() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let local = private_override(dir.path(), "[ocr]\npreload = false\n");
+    let local = private_override(dir.path(), "[ocr]\npreload = true\npool_size = 2\n");
     let mut command = chat_proxy(&[&shipped_config(), &local]);
-    command
-        .env_remove("OMP_THREAD_LIMIT")
-        .env_remove("CHAT_PROXY_REEXECUTED");
-    let (running, _, _) = start_listening(command);
-    // Same process (exec keeps the pid), new environment.
-    let environ = std::fs::read(format!("/proc/{}/environ", running.0.id())).expect("environ");
-    let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+    command.env_remove("OMP_THREAD_LIMIT");
+    let (mut running, _, _) = start_listening(command);
+    let server = running.0.id();
+    let workers = children_of(server);
+    assert_eq!(workers.len(), 2, "one process per engine: {workers:?}");
+    let maps = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
     assert!(
-        vars.contains(&&b"OMP_THREAD_LIMIT=1"[..]),
-        "OMP_THREAD_LIMIT=1 is set before libtesseract loads"
+        !maps(server).contains("libtesseract"),
+        "the server does not load libtesseract"
     );
+    for &worker in &workers {
+        assert!(maps(worker).contains("libtesseract"), "worker {worker}");
+        let environ = std::fs::read(format!("/proc/{worker}/environ")).expect("environ");
+        assert!(
+            environ
+                .split(|b| *b == 0)
+                .any(|var| var == b"OMP_THREAD_LIMIT=1"),
+            "OMP_THREAD_LIMIT=1 is set before libtesseract loads in worker {worker}"
+        );
+    }
+    // Even a server killed outright leaves no worker behind: their stdin closes.
+    running.0.kill().expect("kill -9");
+    running.0.wait().expect("reaped");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while workers.iter().any(|pid| is_running(*pid)) {
+        assert!(Instant::now() < deadline, "workers outlived the server");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Processes whose parent is `parent`.
+fn children_of(parent: u32) -> Vec<u32> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...; comm may hold spaces, so read after the last ')'.
+        let after = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
+        if after.split_whitespace().nth(1) == Some(&parent.to_string()) {
+            children.push(pid);
+        }
+    }
+    children
+}
+
+/// Alive and not a zombie waiting to be reaped.
+fn is_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let after = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
+        after.split_whitespace().next() != Some("Z")
+    })
 }
 
 #[test]

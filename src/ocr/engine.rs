@@ -1,41 +1,40 @@
-//! Tesseract engines in a pool. An engine takes about 0.2 s to create and 110 MB, so engines
-//! are made once and reused; recognition runs on the blocking pool, never on the async
-//! runtime. The `tesseract` crate's calls consume the engine, so one that fails is dropped and
-//! a fresh one is made the next time it is needed.
+//! A pool of OCR workers ([`super::worker`]): one Tesseract engine per process. A worker takes
+//! about 0.2 s to start and 110 MB, so workers are started once and reused. A worker that fails,
+//! dies or overruns its time limit is killed, and a fresh one is started the next time one is
+//! needed.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use tokio::time::Instant;
+
 use image::GrayImage;
-use tesseract::{PageSegMode, Tesseract};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::OcrError;
+use super::worker::{Worker, WorkerCommand};
 
-/// What one recognition gives back.
-#[derive(Debug, Clone)]
-pub struct Recognized {
-    /// Word boxes, Tesseract's TSV.
-    pub tsv: String,
-    pub text: String,
-}
+pub use super::worker::Recognized;
 
 pub struct EnginePool {
-    languages: String,
+    command: Arc<WorkerCommand>,
     size: usize,
-    /// Shared with the blocking tasks, which put their engine back themselves: a caller that
-    /// stops waiting (the client left) neither loses the engine nor frees its slot early.
-    idle: Arc<Mutex<Vec<Tesseract>>>,
+    /// `ocr.timeout_ms`, for the error of a recognition killed at its deadline.
+    time_limit_ms: u64,
+    /// Shared with the recognition tasks, which put their worker back themselves: a caller that
+    /// stops waiting (the client left) neither loses the worker nor frees its slot early.
+    idle: Arc<Mutex<Vec<Worker>>>,
     permits: Arc<Semaphore>,
     busy: Arc<AtomicUsize>,
     created: Arc<AtomicUsize>,
 }
 
 impl EnginePool {
-    pub fn new(languages: &str, size: usize) -> Self {
+    pub fn new(command: WorkerCommand, size: usize, time_limit_ms: u64) -> Self {
         Self {
-            languages: languages.to_owned(),
+            command: Arc::new(command),
             size,
+            time_limit_ms,
             idle: Arc::new(Mutex::new(Vec::with_capacity(size))),
             permits: Arc::new(Semaphore::new(size)),
             busy: Arc::new(AtomicUsize::new(0)),
@@ -43,90 +42,113 @@ impl EnginePool {
         }
     }
 
-    /// Creates every engine now (start-up), so the first requests do not pay for it.
+    /// Starts every worker now (start-up), so the first requests do not pay for it.
     pub async fn preload(&self) -> Result<(), OcrError> {
-        let missing = self.size - self.idle.lock().expect("engine pool lock").len();
-        let mut made = Vec::with_capacity(missing);
-        for _ in 0..missing {
-            let languages = self.languages.clone();
-            let engine = tokio::task::spawn_blocking(move || new_engine(&languages))
-                .await
-                .map_err(|e| OcrError::Engine(format!("engine start-up task: {e}")))??;
-            self.created.fetch_add(1, Ordering::AcqRel);
-            made.push(engine);
-        }
-        self.idle.lock().expect("engine pool lock").extend(made);
+        let missing = self.size - self.idle.lock().expect("worker pool lock").len();
+        let started =
+            futures::future::try_join_all((0..missing).map(|_| Worker::start(&self.command)))
+                .await?;
+        self.created.fetch_add(started.len(), Ordering::AcqRel);
+        self.idle.lock().expect("worker pool lock").extend(started);
         Ok(())
+    }
+
+    /// The worker binary.
+    pub fn program(&self) -> &std::path::Path {
+        &self.command.program
     }
 
     pub fn size(&self) -> usize {
         self.size
     }
 
-    /// Engines recognizing right now.
+    /// Workers recognizing right now.
     pub fn busy(&self) -> usize {
         self.busy.load(Ordering::Acquire)
     }
 
-    /// Engines created since start (more than `size` means some were lost to errors).
+    /// Workers started since start-up (more than `size` means some were lost to errors).
     pub fn created(&self) -> usize {
         self.created.load(Ordering::Acquire)
     }
 
-    /// Recognizes a prepared page with one engine of the pool, waiting for a free one.
-    pub async fn recognize(&self, page: GrayImage) -> Result<Recognized, OcrError> {
+    /// Recognizes a prepared page with one worker of the pool, waiting for a free one. A worker
+    /// still at it at `deadline` is killed: nobody waits for its answer any more.
+    pub async fn recognize(
+        &self,
+        page: GrayImage,
+        deadline: Instant,
+    ) -> Result<Recognized, OcrError> {
         let permit = self
             .permits
             .clone()
             .acquire_owned()
             .await
-            .expect("the engine semaphore is never closed");
-        let engine = self.idle.lock().expect("engine pool lock").pop();
-        let languages = self.languages.clone();
-        let (idle, busy, created) = (self.idle.clone(), self.busy.clone(), self.created.clone());
-        busy.fetch_add(1, Ordering::AcqRel);
-        let work = tokio::task::spawn_blocking(move || {
-            let outcome = match engine {
-                Some(engine) => Ok(engine),
-                None => new_engine(&languages).inspect(|_| {
-                    created.fetch_add(1, Ordering::AcqRel);
-                }),
+            .expect("the worker semaphore is never closed");
+        let lease = Lease::new(self, permit);
+        let worker = self.idle_worker();
+        let command = self.command.clone();
+        let time_limit_ms = self.time_limit_ms;
+        // In a task of its own, so that a worker is never left halfway through a request.
+        let work = tokio::spawn(async move {
+            let mut worker = match worker {
+                Some(worker) => worker,
+                None => {
+                    let worker = Worker::start(&command).await?;
+                    lease.created.fetch_add(1, Ordering::AcqRel);
+                    worker
+                }
+            };
+            let outcome = tokio::time::timeout_at(deadline, worker.recognize(&page))
+                .await
+                .unwrap_or(Err(OcrError::Timeout(time_limit_ms)));
+            if outcome.is_ok() {
+                lease.idle.lock().expect("worker pool lock").push(worker);
             }
-            .and_then(|engine| run(engine, &page));
-            let recognized = outcome.map(|(engine, recognized)| {
-                idle.lock().expect("engine pool lock").push(engine);
-                recognized
-            });
-            busy.fetch_sub(1, Ordering::AcqRel);
-            drop(permit);
-            recognized
+            // Otherwise dropping the worker kills it.
+            outcome
         });
         work.await
             .map_err(|e| OcrError::Engine(format!("recognition task: {e}")))?
     }
 }
 
-fn new_engine(languages: &str) -> Result<Tesseract, OcrError> {
-    let engine = Tesseract::new(None, Some(languages))
-        .map_err(|e| OcrError::Engine(format!("starting Tesseract ({languages}): {e}")))?;
-    engine
-        .set_variable("preserve_interword_spaces", "1")
-        .map_err(|e| OcrError::Engine(format!("configuring Tesseract: {e}")))
+impl EnginePool {
+    /// An idle worker that is still running; dead ones are dropped (and replaced on demand).
+    fn idle_worker(&self) -> Option<Worker> {
+        let mut idle = self.idle.lock().expect("worker pool lock");
+        while let Some(mut worker) = idle.pop() {
+            if worker.is_alive() {
+                return Some(worker);
+            }
+            tracing::warn!("an idle OCR worker had exited; starting a new one");
+        }
+        None
+    }
 }
 
-fn run(engine: Tesseract, page: &GrayImage) -> Result<(Tesseract, Recognized), OcrError> {
-    let (width, height) = page.dimensions();
-    let fail = |what: &str, e: &dyn std::fmt::Display| OcrError::Engine(format!("{what}: {e}"));
-    let mut engine = engine
-        .set_frame(page.as_raw(), width as i32, height as i32, 1, width as i32)
-        .map_err(|e| fail("setting the image", &e))?
-        .set_source_resolution(300);
-    // One uniform block: keeps "name 005827" on one line, where automatic layout split it.
-    engine.set_page_seg_mode(PageSegMode::PsmSingleBlock);
-    let mut engine = engine.recognize().map_err(|e| fail("recognizing", &e))?;
-    let tsv = engine
-        .get_tsv_text(0)
-        .map_err(|e| fail("reading word boxes", &e))?;
-    let text = engine.get_text().map_err(|e| fail("reading text", &e))?;
-    Ok((engine, Recognized { tsv, text }))
+/// A pool slot while a recognition runs: counted busy, and freed when dropped.
+struct Lease {
+    idle: Arc<Mutex<Vec<Worker>>>,
+    busy: Arc<AtomicUsize>,
+    created: Arc<AtomicUsize>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Lease {
+    fn new(pool: &EnginePool, permit: OwnedSemaphorePermit) -> Self {
+        pool.busy.fetch_add(1, Ordering::AcqRel);
+        Self {
+            idle: pool.idle.clone(),
+            busy: pool.busy.clone(),
+            created: pool.created.clone(),
+            _permit: permit,
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.busy.fetch_sub(1, Ordering::AcqRel);
+    }
 }

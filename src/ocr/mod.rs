@@ -1,5 +1,5 @@
 //! The OCR pipeline: [`fetch`] the image safely, [`prepare`] it, recognise it with a pooled
-//! Tesseract [`engine`], and [`extract`] the funds. [`OcrService`] runs the whole of it and
+//! Tesseract [`worker`] process ([`engine`]), and [`extract`] the funds. [`OcrService`] runs the whole of it and
 //! hands every result to the log writer.
 
 pub mod batch;
@@ -8,6 +8,7 @@ pub mod extract;
 pub mod fetch;
 pub mod jobs;
 pub mod prepare;
+pub mod worker;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -26,6 +27,7 @@ use crate::store::{LogWriter, OcrResultRecord};
 pub use engine::EnginePool;
 pub use extract::Fund;
 pub use fetch::{ImageFetcher, UrlType};
+pub use worker::WorkerCommand;
 
 /// Results kept in memory for `GET /ocr/{id}` before (and after) their row is written.
 const RECENT_RESULTS: usize = 1_000;
@@ -145,9 +147,13 @@ struct Recent {
 
 impl OcrService {
     pub fn new(config: Arc<OcrConfig>) -> anyhow::Result<Self> {
+        let worker = WorkerCommand::new(&config.worker_program, &config.languages);
+        worker
+            .check()
+            .map_err(|e| anyhow::anyhow!("ocr.worker_program: the OCR worker binary {e}"))?;
         Ok(Self {
             fetcher: ImageFetcher::new(config.clone())?,
-            pool: EnginePool::new(&config.languages, config.engines()),
+            pool: EnginePool::new(worker, config.engines(), config.timeout_ms),
             config,
             recent: Mutex::new(Recent::default()),
             metrics: OcrMetrics::default(),
@@ -186,9 +192,11 @@ impl OcrService {
         let created_at = Utc::now();
         let id = uuid::Uuid::new_v4().to_string();
         let limit = self.config.timeout_ms;
+        let deadline = tokio::time::Instant::now() + ms(limit);
         let mut fetch_ms = None;
         let mut ocr_ms = None;
-        let outcome = tokio::time::timeout(ms(limit), self.run(&image, &mut fetch_ms, &mut ocr_ms))
+        let run = self.run(&image, deadline, &mut fetch_ms, &mut ocr_ms);
+        let outcome = tokio::time::timeout_at(deadline, run)
             .await
             .unwrap_or(Err(OcrError::Timeout(limit)));
         let elapsed_ms = millis(started);
@@ -252,6 +260,7 @@ impl OcrService {
     async fn run(
         &self,
         image: &ImageRequest,
+        deadline: tokio::time::Instant,
         fetch_ms: &mut Option<u64>,
         ocr_ms: &mut Option<u64>,
     ) -> Result<(Vec<Fund>, String), OcrError> {
@@ -272,7 +281,7 @@ impl OcrService {
         let page = tokio::task::spawn_blocking(move || prepare::prepare(&bytes, max_pixels))
             .await
             .map_err(|e| OcrError::Engine(format!("image preparation task: {e}")))??;
-        let recognized = self.pool.recognize(page).await?;
+        let recognized = self.pool.recognize(page, deadline).await?;
         let funds = extract::extract(&recognized.tsv);
         *ocr_ms = Some(millis(ocr_started));
         Ok((funds, recognized.text.trim().to_owned()))

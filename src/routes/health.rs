@@ -35,9 +35,11 @@ pub struct UpstreamHealth {
 pub struct OcrHealth {
     pub engines: usize,
     pub engines_busy: usize,
-    /// Engines loaded so far (they load on first use unless `ocr.preload`).
+    /// Worker processes started so far (they start on first use unless `ocr.preload`; more
+    /// than `engines` means some were lost to errors or time limits).
     pub engines_created: usize,
-    pub omp_thread_limit: Option<String>,
+    /// The OCR worker binary; each engine is one of its processes.
+    pub worker_program: String,
 }
 
 /// What `/health` answers.
@@ -77,7 +79,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthRe
             engines: state.ocr.pool().size(),
             engines_busy: state.ocr.pool().busy(),
             engines_created: state.ocr.pool().created(),
-            omp_thread_limit: std::env::var("OMP_THREAD_LIMIT").ok(),
+            worker_program: state.ocr.pool().program().display().to_string(),
         },
     };
     (status, Json(report))

@@ -47,8 +47,9 @@ pub fn test_config(mock: &MockUpstream, dir: &std::path::Path) -> Config {
     config.limits.queue_timeout_ms = 30_000;
     config.database.url = format!("sqlite://{}?mode=rwc", dir.join("chat.db").display());
     config.writer.spill_path = dir.join("spill.jsonl");
-    // Engines are made on first use: most tests never recognise an image.
+    // Workers start on first use: most tests never recognise an image.
     config.ocr.preload = false;
+    config.ocr.worker_program = env!("CARGO_BIN_EXE_chat-proxy-ocr").into();
     config.ocr.pool_size = 2;
     config.prompts.dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts");
     config

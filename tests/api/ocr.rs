@@ -610,6 +610,7 @@ async fn ocr_dir_deletes_a_file_only_once_its_row_is_stored() {
     let mut config = chat_proxy::config::Config::default();
     config.database.url = format!("sqlite://{}?mode=rwc", data.path().join("ocr.db").display());
     config.ocr.pool_size = 2;
+    config.ocr.worker_program = env!("CARGO_BIN_EXE_chat-proxy-ocr").into();
 
     // The database away: nothing is deleted.
     let mut away = config.clone();
@@ -671,4 +672,146 @@ async fn ocr_dir_deletes_a_file_only_once_its_row_is_stored() {
             }
         );
     }
+}
+
+/// An app whose OCR workers start through a script that records each one's pid, then becomes
+/// the real worker (`exec` keeps the pid).
+async fn app_recording_workers(
+    dir: &std::path::Path,
+    tweak: impl FnOnce(&mut chat_proxy::config::Config),
+) -> TestApp {
+    let real = format!("exec '{}' \"$@\"", env!("CARGO_BIN_EXE_chat-proxy-ocr"));
+    app_with_worker_script(dir, &real, tweak).await
+}
+
+/// An app whose OCR worker is `body`, run by a script that first records its pid.
+async fn app_with_worker_script(
+    dir: &std::path::Path,
+    body: &str,
+    tweak: impl FnOnce(&mut chat_proxy::config::Config),
+) -> TestApp {
+    use std::os::unix::fs::PermissionsExt as _;
+    let script = dir.join("worker.sh");
+    let pids = dir.join("pids");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho $$ >> '{}'\n{body}\n", pids.display()),
+    )
+    .expect("write script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    spawn_app_with(MockKnobs::default(), |c| {
+        c.ocr.pool_size = 1;
+        c.ocr.worker_program = script;
+        tweak(c);
+    })
+    .await
+}
+
+fn worker_pids(dir: &std::path::Path) -> Vec<u32> {
+    std::fs::read_to_string(dir.join("pids"))
+        .unwrap_or_default()
+        .lines()
+        .map(|line| line.parse().expect("a pid"))
+        .collect()
+}
+
+fn kill(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "killed {pid}");
+}
+
+/// Running, not a zombie waiting to be reaped.
+fn is_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let after = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
+        after.split_whitespace().next() != Some("Z")
+    })
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_worker_that_died_while_idle_is_replaced_unnoticed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let app = app_recording_workers(dir.path(), |_| {}).await;
+    let (png, fund) = one_fund_png();
+    let response = upload(&app, "/ocr", png.clone(), "fund.png").await;
+    assert_eq!(response.status(), 200);
+    let first = worker_pids(dir.path());
+    assert_eq!(first.len(), 1, "one worker, started on first use");
+    kill(first[0]);
+    wait_until("the worker is gone", || !is_running(first[0])).await;
+
+    let response = upload(&app, "/ocr", png, "fund.png").await;
+    assert_eq!(response.status(), 200, "the dead worker was not handed out");
+    let body: Value = response.json().await.expect("JSON");
+    assert_eq!(body["data"]["fund_code"], fund.code);
+    assert_eq!(worker_pids(dir.path()).len(), 2);
+    assert_eq!(app.health().await["ocr"]["engines_created"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_at_work_fails_only_its_own_request() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let app = Arc::new(app_recording_workers(dir.path(), |_| {}).await);
+    let (png, fund) = one_fund_png();
+    let request = {
+        let (app, png) = (app.clone(), png.clone());
+        tokio::spawn(async move {
+            let response = upload(&app, "/ocr", png, "fund.png").await;
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.expect("JSON"))
+        })
+    };
+    wait_until("a worker starts", || !worker_pids(dir.path()).is_empty()).await;
+    kill(worker_pids(dir.path())[0]);
+    let (status, body) = request.await.expect("request");
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["error"]["code"], "ocr_failed");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("OCR worker")),
+        "{body}"
+    );
+
+    let response = upload(&app, "/ocr", png, "fund.png").await;
+    assert_eq!(response.status(), 200, "a fresh worker took its place");
+    let body: Value = response.json().await.expect("JSON");
+    assert_eq!(body["data"]["fund_code"], fund.code);
+    assert_eq!(app.health().await["ocr"]["engines_busy"], 0);
+}
+
+#[tokio::test]
+async fn a_recognition_past_the_time_limit_kills_its_worker() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A worker that says it is ready, then never answers.
+    let app = app_with_worker_script(dir.path(), "printf '\\000'\nexec sleep 600", |c| {
+        c.ocr.preload = true;
+        c.ocr.timeout_ms = 1_000;
+    })
+    .await;
+    let preloaded = worker_pids(dir.path());
+    assert_eq!(preloaded.len(), 1, "preload started the worker");
+    let (png, _) = one_fund_png();
+    let response = upload(&app, "/ocr", png, "fund.png").await;
+    assert_eq!(response.status(), 504);
+    let body: Value = response.json().await.expect("JSON");
+    assert_eq!(body["error"]["code"], "ocr_timeout");
+    // It would go on with a page nobody waits for: the worker is killed instead.
+    wait_until("the overrunning worker is killed", || {
+        !is_running(preloaded[0])
+    })
+    .await;
+    let health = app.health().await;
+    assert_eq!(health["ocr"]["engines_busy"], 0, "{health}");
 }
