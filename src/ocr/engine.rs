@@ -5,11 +5,11 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-
-use tokio::time::Instant;
+use std::time::Duration;
 
 use image::GrayImage;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 use super::OcrError;
 use super::worker::{Worker, WorkerCommand};
@@ -45,9 +45,16 @@ impl EnginePool {
     /// Starts every worker now (start-up), so the first requests do not pay for it.
     pub async fn preload(&self) -> Result<(), OcrError> {
         let missing = self.size - self.idle.lock().expect("worker pool lock").len();
-        let started =
-            futures::future::try_join_all((0..missing).map(|_| Worker::start(&self.command)))
-                .await?;
+        let starting =
+            futures::future::try_join_all((0..missing).map(|_| Worker::start(&self.command)));
+        let started = tokio::time::timeout(Duration::from_millis(self.time_limit_ms), starting)
+            .await
+            .map_err(|_| {
+                OcrError::Engine(format!(
+                    "the OCR workers did not start within {} ms (ocr.timeout_ms)",
+                    self.time_limit_ms
+                ))
+            })??;
         self.created.fetch_add(started.len(), Ordering::AcqRel);
         self.idle.lock().expect("worker pool lock").extend(started);
         Ok(())
@@ -91,22 +98,28 @@ impl EnginePool {
         let time_limit_ms = self.time_limit_ms;
         // In a task of its own, so that a worker is never left halfway through a request.
         let work = tokio::spawn(async move {
-            let mut worker = match worker {
-                Some(worker) => worker,
-                None => {
-                    let worker = Worker::start(&command).await?;
-                    lease.created.fetch_add(1, Ordering::AcqRel);
-                    worker
-                }
+            let run = async {
+                let mut worker = match worker {
+                    Some(worker) => worker,
+                    None => {
+                        let worker = Worker::start(&command).await?;
+                        lease.created.fetch_add(1, Ordering::AcqRel);
+                        worker
+                    }
+                };
+                let found = worker.recognize(&page).await?;
+                Ok::<_, OcrError>((worker, found))
             };
-            let outcome = tokio::time::timeout_at(deadline, worker.recognize(&page))
-                .await
-                .unwrap_or(Err(OcrError::Timeout(time_limit_ms)));
-            if outcome.is_ok() {
-                lease.idle.lock().expect("worker pool lock").push(worker);
+            // A worker that fails, or is still starting or reading at the deadline, is dropped
+            // with `run`, which kills it.
+            match tokio::time::timeout_at(deadline, run).await {
+                Ok(Ok((worker, found))) => {
+                    lease.idle.lock().expect("worker pool lock").push(worker);
+                    Ok(found)
+                }
+                Ok(Err(err)) => Err(err),
+                Err(_) => Err(OcrError::Timeout(time_limit_ms)),
             }
-            // Otherwise dropping the worker kills it.
-            outcome
         });
         work.await
             .map_err(|e| OcrError::Engine(format!("recognition task: {e}")))?

@@ -815,3 +815,40 @@ async fn a_recognition_past_the_time_limit_kills_its_worker() {
     let health = app.health().await;
     assert_eq!(health["ocr"]["engines_busy"], 0, "{health}");
 }
+
+#[tokio::test]
+async fn a_worker_that_never_gets_ready_is_killed_at_the_deadline() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let app = app_with_worker_script(dir.path(), "exec sleep 600", |c| {
+        c.ocr.timeout_ms = 1_000;
+    })
+    .await;
+    let (png, _) = one_fund_png();
+    let response = upload(&app, "/ocr", png, "fund.png").await;
+    assert_eq!(response.status(), 504);
+    let pids = worker_pids(dir.path());
+    assert_eq!(pids.len(), 1);
+    wait_until("the stuck worker is killed", || !is_running(pids[0])).await;
+    let health = app.health().await;
+    assert_eq!(
+        health["ocr"]["engines_busy"], 0,
+        "the slot is free: {health}"
+    );
+}
+
+#[tokio::test]
+async fn a_worker_that_exits_at_start_fails_the_request_with_its_status() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let app = app_with_worker_script(dir.path(), "exit 3", |_| {}).await;
+    let (png, _) = one_fund_png();
+    let response = upload(&app, "/ocr", png, "fund.png").await;
+    assert_eq!(response.status(), 500);
+    let body: Value = response.json().await.expect("JSON");
+    assert_eq!(body["error"]["code"], "ocr_failed");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("exited with status 3")),
+        "{body}"
+    );
+}
