@@ -64,8 +64,15 @@ impl Body for EventStream {
         while frame.len() < MAX_FRAME_BYTES {
             match this.events.poll_recv(cx) {
                 Poll::Ready(Some(event)) => {
+                    // `done` and `error` are always the last event: the body ends with them, so
+                    // the end of the response goes out in the same write.
+                    let last = matches!(event, AnswerEvent::Done(_) | AnswerEvent::Error(_));
                     frame.reserve(FRAME_ROOM);
                     encode(frame, event);
+                    if last {
+                        this.ended = true;
+                        break;
+                    }
                 }
                 Poll::Ready(None) => {
                     this.ended = true;
@@ -89,6 +96,10 @@ impl Body for EventStream {
             return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(KEEP_ALIVE)))));
         }
         Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended && self.buffer.is_empty()
     }
 }
 
@@ -164,7 +175,6 @@ mod tests {
         })))
         .await
         .expect("open");
-        drop(tx);
         let frame = next_frame(&mut body).await.expect("a frame");
         assert_eq!(
             frame,
@@ -172,7 +182,37 @@ mod tests {
              event: delta\ndata: {\"content\":\"a \\\"quoted\\\"\\nline\"}\n\n\
              event: done\ndata: {\"finish_reason\":\"stop\",\"timings\":{\"queue_ms\":0,\"ttft_ms\":null,\"total_ms\":0}}\n\n"
         );
+        assert!(
+            body.is_end_stream(),
+            "the body ends with `done`, while the sender is still open"
+        );
+        assert_eq!(next_frame(&mut body).await, None);
+        drop(tx);
+    }
+
+    #[tokio::test]
+    async fn an_error_event_ends_the_body_and_a_closed_channel_too() {
+        let (tx, rx) = mpsc::channel(32);
+        let mut body = EventStream::new(rx, Duration::from_secs(60));
+        tx.send(AnswerEvent::Error(Box::new(
+            crate::error::ApiError::shutting_down(),
+        )))
+        .await
+        .expect("open");
+        let frame = next_frame(&mut body).await.expect("a frame");
+        assert!(frame.starts_with("event: error\n"), "{frame}");
+        assert!(body.is_end_stream());
+        assert_eq!(next_frame(&mut body).await, None);
+
+        let (tx, rx) = mpsc::channel(32);
+        let mut body = EventStream::new(rx, Duration::from_secs(60));
+        tx.send(AnswerEvent::Delta("partial".into()))
+            .await
+            .expect("open");
+        drop(tx);
+        assert!(next_frame(&mut body).await.is_some());
         assert_eq!(next_frame(&mut body).await, None, "the channel closed");
+        assert!(body.is_end_stream());
     }
 
     #[test]
