@@ -82,7 +82,8 @@ impl UpstreamError {
 #[derive(Clone)]
 pub struct UpstreamClient {
     http: reqwest::Client,
-    endpoint: String,
+    /// Parsed once: every request clones it rather than parsing the text again.
+    endpoint: reqwest::Url,
     model: String,
     api_key: Option<SecretString>,
     first_chunk_timeout: Duration,
@@ -95,7 +96,7 @@ pub struct UpstreamClient {
 impl std::fmt::Debug for UpstreamClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UpstreamClient")
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &self.endpoint.as_str())
             .field("model", &self.model)
             .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
             .finish_non_exhaustive()
@@ -123,9 +124,12 @@ impl UpstreamClient {
         let http = builder
             .build()
             .context("building the upstream HTTP client")?;
+        let endpoint = format!("{}/chat/completions", base_url.trim_end_matches('/'));
+        let endpoint = reqwest::Url::parse(&endpoint)
+            .with_context(|| format!("upstream.base_url: `{endpoint}` is not a URL"))?;
         Ok(Self {
             http,
-            endpoint: format!("{}/chat/completions", base_url.trim_end_matches('/')),
+            endpoint,
             model: config.model.clone(),
             api_key,
             first_chunk_timeout: ms(config.first_chunk_timeout_ms),
@@ -178,7 +182,7 @@ impl UpstreamClient {
         let started = Instant::now();
         let first_deadline = started + self.first_chunk_timeout;
         let total_deadline = started + self.total_timeout;
-        let mut request = self.http.post(&self.endpoint).json(body);
+        let mut request = self.http.post(self.endpoint.clone()).json(body);
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key.expose_secret());
         }
