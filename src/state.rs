@@ -111,6 +111,7 @@ impl AppState {
         } = admitted;
         let received_at = Utc::now();
         let exchange = Exchange::new(self.answer.clone(), tx, received);
+        exchange.announce(&request_id);
         let open = self.exchanges_open.clone();
         let log = self.log.clone();
         let model = self.answer.model_label.to_string();

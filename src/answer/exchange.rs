@@ -159,6 +159,17 @@ impl Exchange {
         }
     }
 
+    /// Puts the `meta` event in the channel at once, before the exchange task first runs, so
+    /// that the response head and `meta` leave in one write.
+    pub fn announce(&self, request_id: &str) {
+        // The channel is new and empty, so this cannot be full; a closed one means the client
+        // left, which the first `emit` notices.
+        let _ = self.tx.try_send(AnswerEvent::Meta(Box::new(Meta {
+            request_id: request_id.to_owned(),
+            model: self.ctx.model_label.to_string(),
+        })));
+    }
+
     /// Runs to the end and returns how it went. `entry` is the place the handler already took in
     /// the queue (so a full queue was refused before any stream began).
     pub async fn run(
@@ -206,12 +217,6 @@ impl Exchange {
         request: &AnswerRequest,
         entry: Entry,
     ) -> Result<(), Ended> {
-        let model = self.ctx.model_label.to_string();
-        self.emit(AnswerEvent::Meta(Box::new(Meta {
-            request_id: request_id.clone(),
-            model,
-        })))
-        .await?;
         let tools = self.ctx.tools.clone();
         let mut messages = request.messages.clone();
         if let Some(tools) = &tools {

@@ -78,6 +78,11 @@ impl UpstreamError {
     }
 }
 
+/// HTTP/2 flow-control windows: room for a long answer per stream, and for many at once per
+/// connection, so that WINDOW_UPDATE frames are rare.
+const HTTP2_STREAM_WINDOW: u32 = 1 << 20;
+const HTTP2_CONNECTION_WINDOW: u32 = 16 << 20;
+
 /// Everything the client needs to know about the upstream, resolved at start-up.
 #[derive(Clone)]
 pub struct UpstreamClient {
@@ -117,9 +122,13 @@ impl UpstreamClient {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(ms(config.connect_timeout_ms))
             .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            // Over HTTP/2: fixed, roomy windows. An adaptive window costs a PING frame (one
+            // more write) on most requests to estimate the bandwidth.
+            .http2_initial_stream_window_size(HTTP2_STREAM_WINDOW)
+            .http2_initial_connection_window_size(HTTP2_CONNECTION_WINDOW);
         if http2 {
-            builder = builder.http2_prior_knowledge().http2_adaptive_window(true);
+            builder = builder.http2_prior_knowledge();
         }
         let http = builder
             .build()
