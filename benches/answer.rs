@@ -18,6 +18,9 @@ use futures::StreamExt;
 use serde_json::json;
 
 const CHUNKS: usize = 20;
+/// The CPU phase: rounds, and requests per round (the median round is reported).
+const CPU_ROUNDS: usize = 5;
+const CPU_REQUESTS: usize = 10_000;
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -96,7 +99,10 @@ async fn ttft_phase(client: &reqwest::Client, dir: &Path) {
 }
 
 async fn cpu_phase(client: &reqwest::Client, dir: &Path) {
-    println!("## CPU time per streamed request ({CHUNKS} chunks, no token delay, 50 at a time)");
+    println!(
+        "## CPU time per streamed request ({CHUNKS} chunks, no token delay, 50 at a time; \
+         {CPU_ROUNDS} rounds of {CPU_REQUESTS}, median)"
+    );
     for (extra, label) in [
         ("", "HTTP/1.1"),
         ("http2_prior_knowledge = true", "HTTP/2 (h2c)"),
@@ -104,17 +110,19 @@ async fn cpu_phase(client: &reqwest::Client, dir: &Path) {
         let mock = mock(0, CHUNKS).await;
         let proxy = Proxy::start_with(dir, &mock.base_url(), 100_000, extra);
         let target = Target::Proxy(proxy.addr.clone());
-        run_many(client, &target, 500, 50).await;
-        let requests = 4_000;
-        let before = proxy.cpu_seconds();
-        let started = Instant::now();
-        run_many(client, &target, requests, 50).await;
-        let cpu = proxy.cpu_seconds() - before;
+        run_many(client, &target, 1_000, 50).await;
+        let mut per_request = Vec::new();
+        for _ in 0..CPU_ROUNDS {
+            let before = proxy.cpu_seconds();
+            run_many(client, &target, CPU_REQUESTS, 50).await;
+            let cpu = proxy.cpu_seconds() - before;
+            per_request.push(cpu / CPU_REQUESTS as f64 * 1e6);
+        }
+        let rounds: Vec<String> = per_request.iter().map(|us| format!("{us:.1}")).collect();
         println!(
-            "upstream {label}: {requests} requests in {:.2} s; proxy CPU {:.3} s = {:.1} µs per request; RSS after {:.1} MB",
-            started.elapsed().as_secs_f64(),
-            cpu,
-            cpu / requests as f64 * 1e6,
+            "upstream {label}: {:.1} µs per request (rounds: {} µs); RSS after {:.1} MB",
+            percentile(&mut per_request, 50.0),
+            rounds.join(", "),
             proxy.rss_kib() as f64 / 1024.0
         );
     }
