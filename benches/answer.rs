@@ -84,7 +84,7 @@ async fn ttft_phase(client: &reqwest::Client, dir: &Path) {
         "| streams | direct p50 | direct p99 | proxy p50 | proxy p99 | added p50 | added p99 |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|");
-    for (streams, rounds) in [(1, 300), (100, 5), (1_000, 2)] {
+    for (streams, rounds) in [(1, 300), (100, 20), (1_000, 3)] {
         let mut d = ttft_samples(client, &direct, streams, rounds).await;
         let mut p = ttft_samples(client, &via, streams, rounds).await;
         let (d50, d99) = (percentile(&mut d, 50.0), percentile(&mut d, 99.0));
