@@ -14,7 +14,8 @@ if [[ ! -x "$venv/bin/schemathesis" || ! -x "$venv/bin/openapi-spec-validator" ]
     "$venv/bin/pip" install -q "schemathesis==4.32.5" "openapi-spec-validator==0.9.0"
 fi
 
-cargo build -q --bin chat-proxy
+# Both binaries: the server checks at start-up that its OCR worker is beside it.
+cargo build -q --bins
 work=$(mktemp -d)
 server_pid=
 cleanup() {

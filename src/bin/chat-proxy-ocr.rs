@@ -13,7 +13,8 @@ use tesseract::{PageSegMode, Tesseract};
 fn main() -> ExitCode {
     let Some(languages) = std::env::args().nth(1) else {
         eprintln!(
-            "usage: chat-proxy-ocr LANGUAGES (started by chat-proxy, which talks to it over stdin and stdout)"
+            "usage: chat-proxy-ocr LANGUAGES\n\
+             (chat-proxy starts it and talks to it over stdin and stdout)"
         );
         return ExitCode::from(2);
     };

@@ -1,6 +1,6 @@
-//! The OCR pipeline: [`fetch`] the image safely, [`prepare`] it, recognise it with a pooled
-//! Tesseract [`worker`] process ([`engine`]), and [`extract`] the funds. [`OcrService`] runs the whole of it and
-//! hands every result to the log writer.
+//! The OCR pipeline: [`fetch`] the image safely, [`prepare`] it, recognise it in a pooled
+//! Tesseract [`worker`] process ([`engine`]), and [`extract`] the funds. [`OcrService`] runs the
+//! whole of it and hands every result to the log writer.
 
 pub mod batch;
 pub mod engine;
