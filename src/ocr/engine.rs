@@ -124,9 +124,7 @@ impl EnginePool {
         work.await
             .map_err(|e| OcrError::Engine(format!("recognition task: {e}")))?
     }
-}
 
-impl EnginePool {
     /// An idle worker that is still running; dead ones are dropped (and replaced on demand).
     fn idle_worker(&self) -> Option<Worker> {
         let mut idle = self.idle.lock().expect("worker pool lock");
