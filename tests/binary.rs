@@ -7,6 +7,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+#[path = "support/process.rs"]
+mod process;
+use process::{children_of, is_running};
+
 fn shipped_config() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml")
 }
@@ -183,33 +187,6 @@ fn tesseract_runs_in_worker_processes_that_end_with_the_server() {
         assert!(Instant::now() < deadline, "workers outlived the server");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// Processes whose parent is `parent`.
-fn children_of(parent: u32) -> Vec<u32> {
-    let mut children = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid ...; comm may hold spaces, so read after the last ')'.
-        let after = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
-        if after.split_whitespace().nth(1) == Some(&parent.to_string()) {
-            children.push(pid);
-        }
-    }
-    children
-}
-
-/// Alive and not a zombie waiting to be reaped.
-fn is_running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        let after = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
-        after.split_whitespace().next() != Some("Z")
-    })
 }
 
 #[test]

@@ -5,7 +5,6 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use image::GrayImage;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -13,6 +12,7 @@ use tokio::time::Instant;
 
 use super::OcrError;
 use super::worker::{Worker, WorkerCommand};
+use crate::config::ms;
 
 pub use super::worker::Recognized;
 
@@ -47,7 +47,7 @@ impl EnginePool {
         let missing = self.size - self.idle.lock().expect("worker pool lock").len();
         let starting =
             futures::future::try_join_all((0..missing).map(|_| Worker::start(&self.command)));
-        let started = tokio::time::timeout(Duration::from_millis(self.time_limit_ms), starting)
+        let started = tokio::time::timeout(ms(self.time_limit_ms), starting)
             .await
             .map_err(|_| {
                 OcrError::Engine(format!(

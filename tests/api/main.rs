@@ -11,6 +11,8 @@ mod metrics;
 mod mysql;
 mod ocr;
 mod openapi;
+#[path = "../support/process.rs"]
+mod process;
 mod queue;
 mod shutdown;
 mod store;

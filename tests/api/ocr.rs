@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::fixtures::{Screenshot, catalogue};
 use crate::helpers::{TestApp, spawn_app_with};
+use crate::process::is_running;
 
 pub async fn ocr_app() -> TestApp {
     spawn_app_with(MockKnobs::default(), |c| {
@@ -721,14 +722,6 @@ fn kill(pid: u32) {
         .status()
         .expect("kill runs");
     assert!(status.success(), "killed {pid}");
-}
-
-/// Running, not a zombie waiting to be reaped.
-fn is_running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        let after = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
-        after.split_whitespace().next() != Some("Z")
-    })
 }
 
 async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
