@@ -212,7 +212,7 @@ impl Default for DatabaseConfig {
 pub struct WriterConfig {
     /// Records held in memory waiting for the database; beyond it they go to the spill file.
     pub queue_capacity: usize,
-    /// Most rows in one INSERT batch.
+    /// Most rows written in one transaction (in INSERTs of up to 64 rows).
     pub batch_size: usize,
     /// Longest a record waits for its batch to fill.
     pub flush_ms: u64,

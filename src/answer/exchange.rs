@@ -218,24 +218,19 @@ impl Exchange {
         entry: Entry,
     ) -> Result<(), Ended> {
         let tools = self.ctx.tools.clone();
-        let mut messages = request.messages.clone();
-        if let Some(tools) = &tools {
-            if !messages.iter().any(|m| m["role"] == "system") {
-                messages.insert(
-                    0,
-                    json!({"role": "system", "content": tools.system_prompt()}),
-                );
-            }
-        }
+        let mut conversation = None;
         let mut entry = Some(entry);
         let mut round = 0;
         loop {
             let offered = tools.as_ref().filter(|t| round < t.max_rounds);
             let permit = self.permit(entry.take()).await?;
+            // Built once a permit is granted, so an exchange waiting in the queue holds no copy.
+            let messages =
+                conversation.get_or_insert_with(|| upstream_messages(request, tools.as_deref()));
             // Boxed: the round's state (the upstream call, its stream) exists only while it
             // runs, so an exchange waiting in the queue stays small.
             let Round { text, calls } =
-                Box::pin(self.stream_round(&messages, offered.map(|t| t.definitions()), permit))
+                Box::pin(self.stream_round(messages, offered.map(|t| t.definitions()), permit))
                     .await?;
             if calls.is_empty() {
                 break;
@@ -397,6 +392,21 @@ impl Exchange {
     async fn emit_last(&self, event: AnswerEvent) {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.tx.send(event)).await;
     }
+}
+
+/// The request's messages as sent upstream: with tools on, the tools' system prompt goes first
+/// unless the client brought its own.
+fn upstream_messages(request: &AnswerRequest, tools: Option<&ToolBox>) -> Vec<Value> {
+    let mut messages = request.messages.clone();
+    if let Some(tools) = tools {
+        if !messages.iter().any(|m| m["role"] == "system") {
+            messages.insert(
+                0,
+                json!({"role": "system", "content": tools.system_prompt()}),
+            );
+        }
+    }
+    messages
 }
 
 enum Ended {

@@ -14,9 +14,9 @@ use crate::config::{DatabaseConfig, ms};
 
 use super::records::{ChatLogRecord, OcrResultRecord};
 
-/// Most bind parameters in one statement: MySQL allows 65,535, SQLite 32,766.
-const MYSQL_MAX_PARAMS: usize = 65_535;
-const SQLITE_MAX_PARAMS: usize = 32_766;
+/// The most rows in one INSERT. The last statement of a batch is padded to a power of two:
+/// 7 statement shapes per table in all, each kept prepared on its connection.
+const STATEMENT_ROWS: usize = 64;
 
 const CHAT_COLUMNS: &str = "request_id, session_id, user_id, client_key_id, model, \
     request_messages, answer, tool_calls, status, error_code, error_message, finish_reason, \
@@ -26,6 +26,22 @@ const CHAT_COLUMN_COUNT: usize = 18;
 const OCR_COLUMNS: &str = "ocr_id, request_id, image_url, url_type, status, error_code, \
     ocr_fund_code, ocr_hold_share, funds, ocr_text, fetch_ms, ocr_ms, elapsed_ms, created_at, updated_at";
 const OCR_COLUMN_COUNT: usize = 15;
+
+// SQLite allows 32,766 bind parameters in one statement (MySQL 65,535).
+const _: () = assert!(STATEMENT_ROWS * CHAT_COLUMN_COUNT <= 32_766);
+const _: () = assert!(STATEMENT_ROWS * OCR_COLUMN_COUNT <= 32_766);
+
+/// The rows of each INSERT for `rows`: `STATEMENT_ROWS` at a time, the last statement padded
+/// to a power of two by repeating its last row. The copies are skipped by the statement's
+/// conflict clause, like any row already stored.
+fn statement_rows<R>(rows: &[R]) -> impl Iterator<Item = Vec<&R>> {
+    rows.chunks(STATEMENT_ROWS).map(|chunk| {
+        let mut padded: Vec<&R> = chunk.iter().collect();
+        let last = padded[padded.len() - 1];
+        padded.resize(chunk.len().next_power_of_two(), last);
+        padded
+    })
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -152,7 +168,6 @@ impl Database {
     pub async fn insert_chat_logs(&self, rows: &[ChatLogRecord]) -> Result<(), StoreError> {
         self.insert_rows(
             rows,
-            CHAT_COLUMN_COUNT,
             "request_id",
             chat_insert::<MySql>,
             chat_insert::<Sqlite>,
@@ -162,41 +177,57 @@ impl Database {
 
     /// Like [`Database::insert_chat_logs`], keyed on `ocr_id`.
     pub async fn insert_ocr_results(&self, rows: &[OcrResultRecord]) -> Result<(), StoreError> {
-        self.insert_rows(
-            rows,
-            OCR_COLUMN_COUNT,
-            "ocr_id",
-            ocr_insert::<MySql>,
-            ocr_insert::<Sqlite>,
-        )
-        .await
+        self.insert_rows(rows, "ocr_id", ocr_insert::<MySql>, ocr_insert::<Sqlite>)
+            .await
     }
 
-    /// Multi-row INSERTs in chunks under the dialect's parameter limit, skipping rows whose
-    /// unique `key` is already stored. Not kept as prepared statements: each batch size is a
-    /// different statement, and caching them grew the process by about 250 bytes per answer
-    /// (up to the cache's 100 statements per connection, a 500-row one being large).
+    /// Multi-row INSERTs, skipping rows whose unique `key` is already stored; in one
+    /// transaction when a batch takes more than one statement. The statements have a few
+    /// sizes only (`statement_rows`), so each stays prepared on its connection: a statement
+    /// per batch size would be prepared anew for every batch or, cached, grow the process.
     async fn insert_rows<R>(
         &self,
         rows: &[R],
-        columns: usize,
         key: &str,
-        mysql: fn(&[R]) -> QueryBuilder<MySql>,
-        sqlite: fn(&[R]) -> QueryBuilder<Sqlite>,
+        mysql: fn(&[&R]) -> QueryBuilder<MySql>,
+        sqlite: fn(&[&R]) -> QueryBuilder<Sqlite>,
     ) -> Result<(), StoreError> {
+        let single = rows.len() <= STATEMENT_ROWS;
         match self {
             Self::MySql(pool) => {
-                for chunk in rows.chunks(MYSQL_MAX_PARAMS / columns) {
-                    let mut query = mysql(chunk);
+                let mut tx = if single {
+                    None
+                } else {
+                    Some(pool.begin().await?)
+                };
+                for chunk in statement_rows(rows) {
+                    let mut query = mysql(&chunk);
                     query.push(format!(" ON DUPLICATE KEY UPDATE {key} = {key}"));
-                    query.build().persistent(false).execute(pool).await?;
+                    match &mut tx {
+                        Some(tx) => query.build().execute(&mut **tx).await?,
+                        None => query.build().execute(pool).await?,
+                    };
+                }
+                if let Some(tx) = tx {
+                    tx.commit().await?;
                 }
             }
             Self::Sqlite(pool) => {
-                for chunk in rows.chunks(SQLITE_MAX_PARAMS / columns) {
-                    let mut query = sqlite(chunk);
+                let mut tx = if single {
+                    None
+                } else {
+                    Some(pool.begin().await?)
+                };
+                for chunk in statement_rows(rows) {
+                    let mut query = sqlite(&chunk);
                     query.push(format!(" ON CONFLICT ({key}) DO NOTHING"));
-                    query.build().persistent(false).execute(pool).await?;
+                    match &mut tx {
+                        Some(tx) => query.build().execute(&mut **tx).await?,
+                        None => query.build().execute(pool).await?,
+                    };
+                }
+                if let Some(tx) = tx {
+                    tx.commit().await?;
                 }
             }
         }
@@ -375,7 +406,7 @@ fn int(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-fn chat_insert<DB>(rows: &[ChatLogRecord]) -> QueryBuilder<DB>
+fn chat_insert<DB>(rows: &[&ChatLogRecord]) -> QueryBuilder<DB>
 where
     DB: sqlx::Database,
     <DB as sqlx::Database>::Arguments: Default,
@@ -409,7 +440,7 @@ where
     query
 }
 
-fn ocr_insert<DB>(rows: &[OcrResultRecord]) -> QueryBuilder<DB>
+fn ocr_insert<DB>(rows: &[&OcrResultRecord]) -> QueryBuilder<DB>
 where
     DB: sqlx::Database,
     <DB as sqlx::Database>::Arguments: Default,
@@ -467,8 +498,26 @@ mod tests {
         }
     }
 
+    #[test]
+    fn batches_become_statements_of_a_few_sizes() {
+        let rows: Vec<usize> = (0..1_000).collect();
+        let statements = |n: usize| statement_rows(&rows[..n]).collect::<Vec<_>>();
+        let sizes = |n: usize| statements(n).iter().map(Vec::len).collect::<Vec<_>>();
+        assert!(statements(0).is_empty());
+        assert_eq!(sizes(1), [1]);
+        assert_eq!(sizes(3), [4]);
+        assert_eq!(sizes(64), [64]);
+        assert_eq!(sizes(65), [64, 1]);
+        assert_eq!(sizes(500), [64, 64, 64, 64, 64, 64, 64, 64]);
+        // Every row once, in order, then copies of the last row as padding.
+        let flat: Vec<usize> = statements(3).concat().into_iter().copied().collect();
+        assert_eq!(flat, [0, 1, 2, 2]);
+        let shapes: std::collections::BTreeSet<usize> = (1..=1_000).flat_map(sizes).collect();
+        assert_eq!(shapes.len(), 7, "{shapes:?}");
+    }
+
     #[tokio::test]
-    async fn batches_of_every_size_leave_no_prepared_statement_behind() {
+    async fn batches_of_every_size_share_a_few_prepared_statements() {
         use sqlx::Connection as _;
         let dir = tempfile::tempdir().expect("temp dir");
         let db = Database::connect_lazy(&DatabaseConfig {
@@ -488,16 +537,16 @@ mod tests {
                 .cached_statements_size()
         };
         let before = cached().await;
-        for size in 1..=5 {
+        let mut stored = 0_u64;
+        for size in 1..=130 {
             let rows: Vec<_> = (0..size).map(|i| chat_row(format!("{size}-{i}"))).collect();
             db.insert_chat_logs(&rows).await.expect("stored");
+            stored += size as u64;
         }
-        assert_eq!(
-            cached().await,
-            before,
-            "each batch size would otherwise stay cached on the connection"
-        );
-        assert_eq!(db.count_chat_logs().await.expect("count"), 15);
+        // One per statement size: a statement per batch size would have added 100 (the cache's
+        // capacity), the largest of them 130 rows long.
+        assert_eq!(cached().await - before, 7);
+        assert_eq!(db.count_chat_logs().await.expect("count"), stored);
     }
 
     #[test]

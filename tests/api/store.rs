@@ -362,3 +362,50 @@ async fn mysql_ocr_rows_round_trip_chinese_text() {
     assert_eq!(share, "12345.67");
     test_db.drop_database().await;
 }
+
+/// Batches of many sizes (a statement's rows are padded with copies of its last row) store
+/// each row once; the same batch again adds nothing.
+async fn batches_of_any_size_store_each_row_once(db: &Database) {
+    let mut stored = 0;
+    for size in [1, 3, 63, 64, 65, 130, 500] {
+        let batch: Vec<_> = (0..size)
+            .map(|i| sample_ocr_record(&format!("ocr-{size}-{i}")))
+            .collect();
+        db.insert_ocr_results(&batch).await.expect("stored");
+        db.insert_ocr_results(&batch).await.expect("stored again");
+        stored += size;
+    }
+    let count: i64 = match db {
+        Database::Sqlite(pool) => sqlx::query_scalar("SELECT COUNT(*) FROM ocr_results")
+            .fetch_one(pool)
+            .await
+            .expect("count"),
+        Database::MySql(pool) => sqlx::query_scalar("SELECT COUNT(*) FROM ocr_results")
+            .fetch_one(pool)
+            .await
+            .expect("count"),
+    };
+    assert_eq!(count, stored);
+}
+
+#[tokio::test]
+async fn sqlite_batches_of_any_size_store_each_row_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = Config::default();
+    config.database.url = format!("sqlite://{}?mode=rwc", dir.path().join("x.db").display());
+    let db = Database::connect_lazy(&config.database).expect("url");
+    db.migrate().await.expect("migrate");
+    batches_of_any_size_store_each_row_once(&db).await;
+}
+
+#[tokio::test]
+async fn mysql_batches_of_any_size_store_each_row_once() {
+    let test_db = TestDatabase::create().await;
+    let mut config = Config::default();
+    config.database.url = test_db.url();
+    let db = Database::connect_lazy(&config.database).expect("url");
+    db.migrate().await.expect("migrate");
+    batches_of_any_size_store_each_row_once(&db).await;
+    db.close().await;
+    test_db.drop_database().await;
+}
