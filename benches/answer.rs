@@ -77,14 +77,15 @@ async fn ttft_phase(client: &reqwest::Client, dir: &Path) {
     let proxy = Proxy::start(dir, &mock.base_url(), 100_000);
     let direct = Target::Direct(mock.base_url());
     let via = Target::Proxy(proxy.addr.clone());
-    // Warm both paths (connections, allocator).
-    ttft_samples(client, &direct, 50, 2).await;
-    ttft_samples(client, &via, 50, 2).await;
     println!(
         "| streams | direct p50 | direct p99 | proxy p50 | proxy p99 | added p50 | added p99 |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     for (streams, rounds) in [(1, 300), (100, 20), (1_000, 3)] {
+        // One unmeasured round at the same concurrency first, so that both paths have their
+        // connections open (client to proxy, proxy to mock) and the rows compare steady states.
+        ttft_samples(client, &direct, streams, 1).await;
+        ttft_samples(client, &via, streams, 1).await;
         let mut d = ttft_samples(client, &direct, streams, rounds).await;
         let mut p = ttft_samples(client, &via, streams, rounds).await;
         let (d50, d99) = (percentile(&mut d, 50.0), percentile(&mut d, 99.0));
