@@ -381,10 +381,29 @@ impl Exchange {
         }
     }
 
+    /// Queues `event` for the client. When the channel has room (the client keeps up), that is
+    /// a `try_send`; only a full channel waits, guarded like any other wait.
     async fn emit(&self, event: AnswerEvent) -> Result<(), Ended> {
-        match self.guarded(self.tx.send(event)).await? {
+        // The order `guarded` would find them in.
+        if self.tx.is_closed() {
+            return Err(Ended::Interrupted(Interrupt::ClientGone));
+        }
+        if self.ctx.stop_streams.is_cancelled() {
+            return Err(Ended::Interrupted(Interrupt::Shutdown));
+        }
+        match self.tx.try_send(event) {
             Ok(()) => Ok(()),
-            Err(_) => Err(Ended::Interrupted(Interrupt::ClientGone)),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                Err(Ended::Interrupted(Interrupt::ClientGone))
+            }
+            // Boxed: a slow reader is the rare case, and the wait's state would otherwise be
+            // part of every exchange's task, queued ones included.
+            Err(mpsc::error::TrySendError::Full(event)) => {
+                match Box::pin(self.guarded(self.tx.send(event))).await? {
+                    Ok(()) => Ok(()),
+                    Err(_) => Err(Ended::Interrupted(Interrupt::ClientGone)),
+                }
+            }
         }
     }
 
@@ -424,4 +443,95 @@ fn upstream_error(err: &UpstreamError) -> Ended {
 
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::UpstreamConfig;
+
+    /// An exchange whose events go to `tx`; its upstream is never called here.
+    fn exchange(tx: mpsc::Sender<AnswerEvent>) -> Exchange {
+        let upstream = UpstreamClient::new(
+            &UpstreamConfig::default(),
+            "http://127.0.0.1:9/v1",
+            None,
+            false,
+        )
+        .expect("client");
+        let ctx = AnswerContext {
+            upstream: Arc::new(upstream),
+            model_label: "test".into(),
+            queue: PermitQueue::new(1, 1, Duration::from_secs(1)),
+            stop_streams: CancellationToken::new(),
+            tools: None,
+            metrics: AnswerMetrics::default(),
+        };
+        Exchange::new(ctx, tx, Instant::now())
+    }
+
+    fn delta(text: &str) -> AnswerEvent {
+        AnswerEvent::Delta(text.to_owned())
+    }
+
+    fn text(event: Option<AnswerEvent>) -> String {
+        match event {
+            Some(AnswerEvent::Delta(text)) => text,
+            other => panic!("expected a delta, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_channel_waits_for_the_reader_and_keeps_the_order() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let exchange = exchange(tx);
+        assert!(exchange.emit(delta("a")).await.is_ok());
+        let second = exchange.emit(delta("b"));
+        tokio::pin!(second);
+        assert!(
+            futures::poll!(second.as_mut()).is_pending(),
+            "sent into a full channel"
+        );
+        assert_eq!(text(rx.recv().await), "a");
+        assert!(second.await.is_ok());
+        assert_eq!(text(rx.recv().await), "b");
+    }
+
+    #[tokio::test]
+    async fn a_client_leaving_ends_a_wait_for_room() {
+        let (tx, rx) = mpsc::channel(1);
+        let exchange = exchange(tx);
+        assert!(exchange.emit(delta("a")).await.is_ok());
+        let waiting = exchange.emit(delta("b"));
+        tokio::pin!(waiting);
+        assert!(futures::poll!(waiting.as_mut()).is_pending());
+        drop(rx);
+        assert!(matches!(
+            waiting.await,
+            Err(Ended::Interrupted(Interrupt::ClientGone))
+        ));
+        assert!(matches!(
+            exchange.emit(delta("c")).await,
+            Err(Ended::Interrupted(Interrupt::ClientGone))
+        ));
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_a_wait_for_room_and_stops_later_events() {
+        let (tx, _rx) = mpsc::channel(1);
+        let exchange = exchange(tx);
+        assert!(exchange.emit(delta("a")).await.is_ok());
+        let waiting = exchange.emit(delta("b"));
+        tokio::pin!(waiting);
+        assert!(futures::poll!(waiting.as_mut()).is_pending());
+        exchange.ctx.stop_streams.cancel();
+        assert!(matches!(
+            waiting.await,
+            Err(Ended::Interrupted(Interrupt::Shutdown))
+        ));
+        assert!(matches!(
+            exchange.emit(delta("c")).await,
+            Err(Ended::Interrupted(Interrupt::Shutdown))
+        ));
+    }
 }
