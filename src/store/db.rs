@@ -43,6 +43,32 @@ fn statement_rows<R>(rows: &[R]) -> impl Iterator<Item = Vec<&R>> {
     })
 }
 
+/// The INSERTs `statement` builds for `rows` (`statement_rows`): alone on the pool when there
+/// is one, else in one transaction.
+async fn execute_statements<DB, R>(
+    pool: &sqlx::Pool<DB>,
+    rows: &[R],
+    statement: impl Fn(&[&R]) -> QueryBuilder<DB>,
+) -> Result<(), sqlx::Error>
+where
+    DB: sqlx::Database,
+    <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+    for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
+    for<'c> &'c mut <DB as sqlx::Database>::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    if rows.len() <= STATEMENT_ROWS {
+        for chunk in statement_rows(rows) {
+            statement(&chunk).build().execute(pool).await?;
+        }
+        return Ok(());
+    }
+    let mut tx = pool.begin().await?;
+    for chunk in statement_rows(rows) {
+        statement(&chunk).build().execute(&mut *tx).await?;
+    }
+    tx.commit().await
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database.url: {0}")]
@@ -192,43 +218,22 @@ impl Database {
         mysql: fn(&[&R]) -> QueryBuilder<MySql>,
         sqlite: fn(&[&R]) -> QueryBuilder<Sqlite>,
     ) -> Result<(), StoreError> {
-        let single = rows.len() <= STATEMENT_ROWS;
         match self {
             Self::MySql(pool) => {
-                let mut tx = if single {
-                    None
-                } else {
-                    Some(pool.begin().await?)
-                };
-                for chunk in statement_rows(rows) {
-                    let mut query = mysql(&chunk);
+                execute_statements(pool, rows, |chunk| {
+                    let mut query = mysql(chunk);
                     query.push(format!(" ON DUPLICATE KEY UPDATE {key} = {key}"));
-                    match &mut tx {
-                        Some(tx) => query.build().execute(&mut **tx).await?,
-                        None => query.build().execute(pool).await?,
-                    };
-                }
-                if let Some(tx) = tx {
-                    tx.commit().await?;
-                }
+                    query
+                })
+                .await?;
             }
             Self::Sqlite(pool) => {
-                let mut tx = if single {
-                    None
-                } else {
-                    Some(pool.begin().await?)
-                };
-                for chunk in statement_rows(rows) {
-                    let mut query = sqlite(&chunk);
+                execute_statements(pool, rows, |chunk| {
+                    let mut query = sqlite(chunk);
                     query.push(format!(" ON CONFLICT ({key}) DO NOTHING"));
-                    match &mut tx {
-                        Some(tx) => query.build().execute(&mut **tx).await?,
-                        None => query.build().execute(pool).await?,
-                    };
-                }
-                if let Some(tx) = tx {
-                    tx.commit().await?;
-                }
+                    query
+                })
+                .await?;
             }
         }
         Ok(())
