@@ -470,6 +470,14 @@ mod tests {
         Exchange::new(ctx, tx, Instant::now())
     }
 
+    /// An exchange whose one-slot channel already holds the delta `a`.
+    async fn with_full_channel() -> (Exchange, mpsc::Receiver<AnswerEvent>) {
+        let (tx, rx) = mpsc::channel(1);
+        let exchange = exchange(tx);
+        assert!(exchange.emit(delta("a")).await.is_ok());
+        (exchange, rx)
+    }
+
     fn delta(text: &str) -> AnswerEvent {
         AnswerEvent::Delta(text.to_owned())
     }
@@ -483,9 +491,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_channel_waits_for_the_reader_and_keeps_the_order() {
-        let (tx, mut rx) = mpsc::channel(1);
-        let exchange = exchange(tx);
-        assert!(exchange.emit(delta("a")).await.is_ok());
+        let (exchange, mut rx) = with_full_channel().await;
         let second = exchange.emit(delta("b"));
         tokio::pin!(second);
         assert!(
@@ -499,9 +505,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_leaving_ends_a_wait_for_room() {
-        let (tx, rx) = mpsc::channel(1);
-        let exchange = exchange(tx);
-        assert!(exchange.emit(delta("a")).await.is_ok());
+        let (exchange, rx) = with_full_channel().await;
         let waiting = exchange.emit(delta("b"));
         tokio::pin!(waiting);
         assert!(futures::poll!(waiting.as_mut()).is_pending());
@@ -518,9 +522,7 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_ends_a_wait_for_room_and_stops_later_events() {
-        let (tx, _rx) = mpsc::channel(1);
-        let exchange = exchange(tx);
-        assert!(exchange.emit(delta("a")).await.is_ok());
+        let (exchange, _rx) = with_full_channel().await;
         let waiting = exchange.emit(delta("b"));
         tokio::pin!(waiting);
         assert!(futures::poll!(waiting.as_mut()).is_pending());
