@@ -1,5 +1,6 @@
 //! The handles every handler shares, cheap to clone.
 
+use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -28,12 +29,24 @@ pub struct Admitted {
     pub received: Instant,
 }
 
+/// Cloned for every request (axum's `State`, each middleware) and by every exchange task, so
+/// it is one `Arc`: a clone is one atomic increment however many handles it holds.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     /// Settings as loaded at start-up.
     pub config: Arc<Config>,
     /// What every `/answer` exchange needs: the upstream client, the permit queue, the stop signal.
-    pub answer: AnswerContext,
+    pub answer: Arc<AnswerContext>,
     /// Owns every exchange task, so shutdown waits for them (and for what they log).
     pub tasks: TaskTracker,
     /// Hands log records to the background writer; never waits for the database.
@@ -51,9 +64,9 @@ pub struct AppState {
     /// Per-client concurrency and rate limits on `/answer`.
     pub client_limits: ClientLimits,
     /// Set when shutdown begins: new work is refused with 503 and `/health` says so.
-    draining: Arc<AtomicBool>,
+    draining: AtomicBool,
     /// Exchanges running now, for `/health`.
-    exchanges_open: Arc<AtomicUsize>,
+    exchanges_open: AtomicUsize,
 }
 
 impl AppState {
@@ -67,9 +80,9 @@ impl AppState {
         metrics: Arc<Metrics>,
     ) -> Self {
         let client_limits = ClientLimits::new(&config.limits);
-        Self {
+        Self(Arc::new(Shared {
             config,
-            answer,
+            answer: Arc::new(answer),
             tasks: TaskTracker::new(),
             log,
             database,
@@ -78,9 +91,9 @@ impl AppState {
             client_keys,
             metrics,
             client_limits,
-            draining: Arc::new(AtomicBool::new(false)),
-            exchanges_open: Arc::new(AtomicUsize::new(0)),
-        }
+            draining: AtomicBool::new(false),
+            exchanges_open: AtomicUsize::new(0),
+        }))
     }
 
     pub fn is_draining(&self) -> bool {
@@ -112,21 +125,18 @@ impl AppState {
         let received_at = Utc::now();
         let exchange = Exchange::new(self.answer.clone(), tx, received);
         exchange.announce(&request_id);
-        let open = self.exchanges_open.clone();
-        let log = self.log.clone();
-        let model = self.answer.model_label.to_string();
-        let metrics = self.answer.metrics.clone();
-        let log_user_text = self.config.log.user_text;
-        open.fetch_add(1, Ordering::AcqRel);
+        let state = self.clone();
+        self.exchanges_open.fetch_add(1, Ordering::AcqRel);
         // The exchange outlives the handler: it carries the request's span with it.
         let span = tracing::Span::current();
         self.tasks.spawn(
             async move {
                 let outcome = exchange.run(request_id.clone(), &request, entry).await;
                 drop(slot);
-                open.fetch_sub(1, Ordering::AcqRel);
-                metrics.observe(&outcome);
+                state.exchanges_open.fetch_sub(1, Ordering::AcqRel);
+                state.answer.metrics.observe(&outcome);
                 // User text only when the operator allows it (`log.user_text`).
+                let log_user_text = state.config.log.user_text;
                 let question = log_user_text.then(|| last_user_text(&request.messages));
                 let reply = log_user_text.then_some(outcome.answer.as_str());
                 tracing::info!(
@@ -139,11 +149,11 @@ impl AppState {
                     reply,
                     "answer finished"
                 );
-                log.submit(chat_log_record(
+                state.log.submit(chat_log_record(
                     request_id,
                     request,
                     client_key,
-                    model,
+                    state.answer.model_label.to_string(),
                     outcome,
                     received_at,
                 ));

@@ -129,7 +129,7 @@ enum Interrupt {
 
 /// One exchange's running state.
 pub struct Exchange {
-    ctx: AnswerContext,
+    ctx: Arc<AnswerContext>,
     tx: mpsc::Sender<AnswerEvent>,
     received: Instant,
     answer: String,
@@ -146,7 +146,11 @@ struct Round {
 }
 
 impl Exchange {
-    pub fn new(ctx: AnswerContext, tx: mpsc::Sender<AnswerEvent>, received: Instant) -> Self {
+    pub fn new(
+        ctx: Arc<AnswerContext>,
+        tx: mpsc::Sender<AnswerEvent>,
+        received: Instant,
+    ) -> Self {
         Self {
             ctx,
             tx,
@@ -467,7 +471,7 @@ mod tests {
             tools: None,
             metrics: AnswerMetrics::default(),
         };
-        Exchange::new(ctx, tx, Instant::now())
+        Exchange::new(Arc::new(ctx), tx, Instant::now())
     }
 
     /// An exchange whose one-slot channel already holds the delta `a`.
