@@ -190,7 +190,8 @@ impl OcrService {
     pub async fn recognize(&self, request_id: &str, image: ImageRequest) -> Recognition {
         let started = Instant::now();
         let created_at = Utc::now();
-        let id = uuid::Uuid::new_v4().to_string();
+        // Time-ordered, like request ids: `ocr_results.ocr_id` is a unique index.
+        let id = uuid::Uuid::now_v7().to_string();
         let limit = self.config.timeout_ms;
         let deadline = tokio::time::Instant::now() + ms(limit);
         let mut fetch_ms = None;

@@ -23,7 +23,9 @@ pub async fn assign(mut request: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .filter(|v| is_acceptable(v))
         .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        // Time-ordered (version 7): the log's unique index on `request_id` grows at its end
+        // instead of taking each new id at a random page.
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let header = HeaderValue::from_str(&id).expect("accepted ids are visible ASCII");
     // One span per request: every log line it causes carries its id.
     let span = tracing::info_span!(

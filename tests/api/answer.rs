@@ -127,6 +127,16 @@ async fn a_sane_client_request_id_is_kept_and_others_replaced() {
     assert_eq!(body["request_id"], "client-42");
     let replaced = send("bad id with spaces").await.expect("sent");
     assert_ne!(replaced.headers()["x-request-id"], "bad id with spaces");
+    // A made id is a time-ordered UUID, so later ids sort after earlier ones.
+    let made = |response: &reqwest::Response| {
+        let id = response.headers()["x-request-id"].to_str().expect("ascii");
+        uuid::Uuid::parse_str(id).expect("a UUID")
+    };
+    let first = made(&replaced);
+    assert_eq!(first.get_version_num(), 7);
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    let second = made(&send("bad id with spaces").await.expect("sent"));
+    assert!(second > first, "{second} sorts after {first}");
     // Errors carry one too.
     let refused = app.post_answer(&json!({})).await;
     assert!(refused.headers().contains_key("x-request-id"));
