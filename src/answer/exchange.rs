@@ -146,11 +146,7 @@ struct Round {
 }
 
 impl Exchange {
-    pub fn new(
-        ctx: Arc<AnswerContext>,
-        tx: mpsc::Sender<AnswerEvent>,
-        received: Instant,
-    ) -> Self {
+    pub fn new(ctx: Arc<AnswerContext>, tx: mpsc::Sender<AnswerEvent>, received: Instant) -> Self {
         Self {
             ctx,
             tx,
