@@ -42,6 +42,7 @@ impl Deref for AppState {
     }
 }
 
+/// What every clone of [`AppState`] points to.
 pub struct Shared {
     /// Settings as loaded at start-up.
     pub config: Arc<Config>,
