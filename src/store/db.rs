@@ -245,10 +245,17 @@ impl Database {
     }
 
     pub async fn count_chat_logs(&self) -> Result<u64, StoreError> {
-        const SQL: &str = "SELECT COUNT(*) FROM chat_logs";
+        self.count("SELECT COUNT(*) FROM chat_logs").await
+    }
+
+    pub async fn count_ocr_results(&self) -> Result<u64, StoreError> {
+        self.count("SELECT COUNT(*) FROM ocr_results").await
+    }
+
+    async fn count(&self, sql: &'static str) -> Result<u64, StoreError> {
         let count: i64 = match self {
-            Self::MySql(pool) => sqlx::query_scalar(SQL).fetch_one(pool).await?,
-            Self::Sqlite(pool) => sqlx::query_scalar(SQL).fetch_one(pool).await?,
+            Self::MySql(pool) => sqlx::query_scalar(sql).fetch_one(pool).await?,
+            Self::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await?,
         };
         Ok(u64::try_from(count).unwrap_or(0))
     }

@@ -306,14 +306,7 @@ async fn a_replay_never_duplicates_rows() {
     writer.shutdown().await;
     // The writer closed its pool on shutdown; read through a new one.
     let db = Database::connect_lazy(&config.database).expect("url");
-    let count: i64 = match &db {
-        Database::Sqlite(pool) => sqlx::query_scalar("SELECT COUNT(*) FROM ocr_results")
-            .fetch_one(pool)
-            .await
-            .expect("count"),
-        Database::MySql(_) => unreachable!("sqlite test"),
-    };
-    assert_eq!(count, 1);
+    assert_eq!(db.count_ocr_results().await.expect("count"), 1);
 }
 
 fn sample_ocr_record(id: &str) -> OcrResultRecord {
@@ -375,17 +368,7 @@ async fn batches_of_any_size_store_each_row_once(db: &Database) {
         db.insert_ocr_results(&batch).await.expect("stored again");
         stored += size;
     }
-    let count: i64 = match db {
-        Database::Sqlite(pool) => sqlx::query_scalar("SELECT COUNT(*) FROM ocr_results")
-            .fetch_one(pool)
-            .await
-            .expect("count"),
-        Database::MySql(pool) => sqlx::query_scalar("SELECT COUNT(*) FROM ocr_results")
-            .fetch_one(pool)
-            .await
-            .expect("count"),
-    };
-    assert_eq!(count, stored);
+    assert_eq!(db.count_ocr_results().await.expect("count"), stored);
 }
 
 #[tokio::test]
