@@ -2,6 +2,7 @@
 //! one type (sqlx's `Any` driver cannot read MySQL's DATETIME), migrations for each, and the
 //! multi-row idempotent INSERTs the writer uses.
 
+use std::borrow::Borrow;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -34,9 +35,9 @@ const _: () = assert!(STATEMENT_ROWS * OCR_COLUMN_COUNT <= 32_766);
 /// The rows of each INSERT for `rows`: `STATEMENT_ROWS` at a time, the last statement padded
 /// to a power of two by repeating its last row. The copies are skipped by the statement's
 /// conflict clause, like any row already stored.
-fn statement_rows<R>(rows: &[R]) -> impl Iterator<Item = Vec<&R>> {
+fn statement_rows<'a, R: 'a, B: Borrow<R>>(rows: &'a [B]) -> impl Iterator<Item = Vec<&'a R>> {
     rows.chunks(STATEMENT_ROWS).map(|chunk| {
-        let mut padded: Vec<&R> = chunk.iter().collect();
+        let mut padded: Vec<&R> = chunk.iter().map(Borrow::borrow).collect();
         let last = padded[padded.len() - 1];
         padded.resize(chunk.len().next_power_of_two(), last);
         padded
@@ -45,9 +46,9 @@ fn statement_rows<R>(rows: &[R]) -> impl Iterator<Item = Vec<&R>> {
 
 /// The INSERTs `statement` builds for `rows` (`statement_rows`): alone on the pool when there
 /// is one, else in one transaction.
-async fn execute_statements<DB, R>(
+async fn execute_statements<DB, R, B: Borrow<R>>(
     pool: &sqlx::Pool<DB>,
-    rows: &[R],
+    rows: &[B],
     statement: impl Fn(&[&R]) -> QueryBuilder<DB>,
 ) -> Result<(), sqlx::Error>
 where
@@ -190,8 +191,12 @@ impl Database {
     }
 
     /// Inserts the rows in as few statements as the parameter limits allow; a row whose
-    /// `request_id` is already stored is skipped, so a replay never duplicates.
-    pub async fn insert_chat_logs(&self, rows: &[ChatLogRecord]) -> Result<(), StoreError> {
+    /// `request_id` is already stored is skipped, so a replay never duplicates. Takes records
+    /// or references to them, so the writer stores its batch without copying it.
+    pub async fn insert_chat_logs(
+        &self,
+        rows: &[impl Borrow<ChatLogRecord>],
+    ) -> Result<(), StoreError> {
         self.insert_rows(
             rows,
             "request_id",
@@ -202,7 +207,10 @@ impl Database {
     }
 
     /// Like [`Database::insert_chat_logs`], keyed on `ocr_id`.
-    pub async fn insert_ocr_results(&self, rows: &[OcrResultRecord]) -> Result<(), StoreError> {
+    pub async fn insert_ocr_results(
+        &self,
+        rows: &[impl Borrow<OcrResultRecord>],
+    ) -> Result<(), StoreError> {
         self.insert_rows(rows, "ocr_id", ocr_insert::<MySql>, ocr_insert::<Sqlite>)
             .await
     }
@@ -211,9 +219,9 @@ impl Database {
     /// transaction when a batch takes more than one statement. The statements have a few
     /// sizes only (`statement_rows`), so each stays prepared on its connection: a statement
     /// per batch size would be prepared anew for every batch or, cached, grow the process.
-    async fn insert_rows<R>(
+    async fn insert_rows<R, B: Borrow<R>>(
         &self,
-        rows: &[R],
+        rows: &[B],
         key: &str,
         mysql: fn(&[&R]) -> QueryBuilder<MySql>,
         sqlite: fn(&[&R]) -> QueryBuilder<Sqlite>,

@@ -270,8 +270,8 @@ impl WriterTask {
         let mut ocrs = Vec::new();
         for record in batch {
             match record {
-                LogRecord::ChatLogs(r) => chats.push(r.clone()),
-                LogRecord::OcrResults(r) => ocrs.push(r.clone()),
+                LogRecord::ChatLogs(r) => chats.push(r),
+                LogRecord::OcrResults(r) => ocrs.push(r),
             }
         }
         if !chats.is_empty() {
