@@ -4,7 +4,8 @@
 //! from /proc without the client's and the mock's. The mock model runs in this process.
 //!
 //!   cargo bench --bench answer                 # every phase
-//!   cargo bench --bench answer -- rss cpu      # only the named phases (ttft, cpu, rss, throughput)
+//!   cargo bench --bench answer -- rss cpu      # only the named phases (ttft, steady, cpu, rss,
+//!                                              # throughput)
 
 use std::path::Path;
 use std::process::{Child, Command};
@@ -48,6 +49,9 @@ async fn run() {
     if wanted("ttft") {
         ttft_phase(&client, dir.path()).await;
     }
+    if wanted("steady") {
+        steady_phase(&client, dir.path()).await;
+    }
     if wanted("cpu") {
         cpu_phase(&client, dir.path()).await;
     }
@@ -88,6 +92,40 @@ async fn ttft_phase(client: &reqwest::Client, dir: &Path) {
         ttft_samples(client, &via, streams, 1).await;
         let mut d = ttft_samples(client, &direct, streams, rounds).await;
         let mut p = ttft_samples(client, &via, streams, rounds).await;
+        let (d50, d99) = (percentile(&mut d, 50.0), percentile(&mut d, 99.0));
+        let (p50, p99) = (percentile(&mut p, 50.0), percentile(&mut p, 99.0));
+        println!(
+            "| {streams} | {d50:.3} ms | {d99:.3} ms | {p50:.3} ms | {p99:.3} ms | {:.3} ms | {:.3} ms |",
+            p50 - d50,
+            p99 - d99
+        );
+    }
+    println!();
+}
+
+/// TTFT with a steady number of streams open, rather than all starting in the same instant:
+/// each of `streams` clients sends its requests one after another, and the clients begin spread
+/// over one answer's length, so new requests arrive at an even rate.
+async fn steady_phase(client: &reqwest::Client, dir: &Path) {
+    println!(
+        "## Added time to first token, streams open steadily (permit limit lifted, \
+         {CHUNKS}-chunk answers, 5 ms apart)"
+    );
+    let mock = mock(5, CHUNKS).await;
+    let proxy = Proxy::start(dir, &mock.base_url(), 100_000);
+    let direct = Target::Direct(mock.base_url());
+    let via = Target::Proxy(proxy.addr.clone());
+    println!(
+        "| open streams | direct p50 | direct p99 | proxy p50 | proxy p99 | added p50 | added p99 |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    let spread = Duration::from_millis(5 * CHUNKS as u64);
+    for (streams, each) in [(100, 20), (1_000, 3)] {
+        // One unmeasured request per client first, as in the simultaneous rows.
+        steady_samples(client, &direct, streams, 1, spread).await;
+        steady_samples(client, &via, streams, 1, spread).await;
+        let mut d = steady_samples(client, &direct, streams, each, spread).await;
+        let mut p = steady_samples(client, &via, streams, each, spread).await;
         let (d50, d99) = (percentile(&mut d, 50.0), percentile(&mut d, 99.0));
         let (p50, p99) = (percentile(&mut p, 50.0), percentile(&mut p, 99.0));
         println!(
@@ -286,6 +324,29 @@ async fn ttft_samples(
         samples.extend(batch.into_iter().map(|d| d.as_secs_f64() * 1e3));
     }
     samples
+}
+
+/// `streams` clients, started evenly over `spread`, each sending `each` requests in turn.
+async fn steady_samples(
+    client: &reqwest::Client,
+    target: &Target,
+    streams: usize,
+    each: usize,
+    spread: Duration,
+) -> Vec<f64> {
+    let clients = (0..streams).map(|i| async move {
+        tokio::time::sleep(spread * i as u32 / streams as u32).await;
+        let mut samples = Vec::with_capacity(each);
+        for _ in 0..each {
+            samples.push(run_one(client, target).await.as_secs_f64() * 1e3);
+        }
+        samples
+    });
+    futures::future::join_all(clients)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 async fn run_many(client: &reqwest::Client, target: &Target, requests: usize, concurrency: usize) {
