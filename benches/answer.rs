@@ -19,9 +19,10 @@ use futures::StreamExt;
 use serde_json::json;
 
 const CHUNKS: usize = 20;
-/// The CPU phase: rounds, and requests per round (the median round is reported).
-const CPU_ROUNDS: usize = 5;
-const CPU_REQUESTS: usize = 10_000;
+/// The CPU phase: warm-up requests, rounds, and requests per round (the median round is
+/// reported). `CHAT_PROXY_BENCH_CPU="WARMUP ROUNDS REQUESTS"` sets other counts, e.g. small ones
+/// for a run under `valgrind --tool=callgrind`.
+const CPU_COUNTS: [usize; 3] = [1_000, 5, 10_000];
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -138,9 +139,10 @@ async fn steady_phase(client: &reqwest::Client, dir: &Path) {
 }
 
 async fn cpu_phase(client: &reqwest::Client, dir: &Path) {
+    let [warmup, rounds, requests] = cpu_counts();
     println!(
         "## CPU time per streamed request ({CHUNKS} chunks, no token delay, 50 at a time; \
-         {CPU_ROUNDS} rounds of {CPU_REQUESTS}, median)"
+         {warmup} to warm up, {rounds} rounds of {requests}, median)"
     );
     for (extra, label) in [
         ("", "HTTP/1.1"),
@@ -149,13 +151,13 @@ async fn cpu_phase(client: &reqwest::Client, dir: &Path) {
         let mock = mock(0, CHUNKS).await;
         let proxy = Proxy::start_with(dir, &mock.base_url(), 100_000, extra);
         let target = Target::Proxy(proxy.addr.clone());
-        run_many(client, &target, 1_000, 50).await;
+        run_many(client, &target, warmup, 50).await;
         let mut per_request = Vec::new();
-        for _ in 0..CPU_ROUNDS {
+        for _ in 0..rounds {
             let before = proxy.cpu_seconds();
-            run_many(client, &target, CPU_REQUESTS, 50).await;
+            run_many(client, &target, requests, 50).await;
             let cpu = proxy.cpu_seconds() - before;
-            per_request.push(cpu / CPU_REQUESTS as f64 * 1e6);
+            per_request.push(cpu / requests as f64 * 1e6);
         }
         let rounds: Vec<String> = per_request.iter().map(|us| format!("{us:.1}")).collect();
         println!(
@@ -166,6 +168,23 @@ async fn cpu_phase(client: &reqwest::Client, dir: &Path) {
         );
     }
     println!();
+}
+
+/// The CPU phase's counts: `CHAT_PROXY_BENCH_CPU` if set, else `CPU_COUNTS`.
+fn cpu_counts() -> [usize; 3] {
+    let Ok(text) = std::env::var("CHAT_PROXY_BENCH_CPU") else {
+        return CPU_COUNTS;
+    };
+    let counts: Vec<usize> = text
+        .split_whitespace()
+        .map(|n| n.parse().expect("CHAT_PROXY_BENCH_CPU: whole numbers"))
+        .collect();
+    match counts[..] {
+        [warmup, rounds, requests] if rounds > 0 && requests > 0 => [warmup, rounds, requests],
+        _ => panic!(
+            "CHAT_PROXY_BENCH_CPU: three numbers, WARMUP ROUNDS REQUESTS, the last two above 0"
+        ),
+    }
 }
 
 async fn rss_phase(client: &reqwest::Client, dir: &Path) {
