@@ -75,58 +75,79 @@ async fn mock(token_delay_ms: u64, tokens: usize) -> MockUpstream {
 }
 
 async fn ttft_phase(client: &reqwest::Client, dir: &Path) {
-    println!(
-        "## Added time to first token (permit limit lifted, {CHUNKS}-chunk answers, 5 ms apart)"
-    );
-    let mock = mock(5, CHUNKS).await;
-    let proxy = Proxy::start(dir, &mock.base_url(), 100_000);
-    let direct = Target::Direct(mock.base_url());
-    let via = Target::Proxy(proxy.addr.clone());
-    println!(
-        "| streams | direct p50 | direct p99 | proxy p50 | proxy p99 | added p50 | added p99 |"
-    );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
-    for (streams, rounds) in [(1, 300), (100, 20), (1_000, 3)] {
-        // One unmeasured round at the same concurrency first, so that both paths have their
-        // connections open (client to proxy, proxy to mock) and the rows compare steady states.
-        ttft_samples(client, &direct, streams, 1).await;
-        ttft_samples(client, &via, streams, 1).await;
-        let mut d = ttft_samples(client, &direct, streams, rounds).await;
-        let mut p = ttft_samples(client, &via, streams, rounds).await;
-        let (d50, d99) = (percentile(&mut d, 50.0), percentile(&mut d, 99.0));
-        let (p50, p99) = (percentile(&mut p, 50.0), percentile(&mut p, 99.0));
-        println!(
-            "| {streams} | {d50:.3} ms | {d99:.3} ms | {p50:.3} ms | {p99:.3} ms | {:.3} ms | {:.3} ms |",
-            p50 - d50,
-            p99 - d99
-        );
-    }
-    println!();
+    ttft_table(
+        client,
+        dir,
+        &format!(
+            "## Added time to first token (permit limit lifted, {CHUNKS}-chunk answers, 5 ms apart)"
+        ),
+        "streams",
+        Starts::Together,
+        &[(1, 300), (100, 20), (1_000, 3)],
+    )
+    .await;
 }
 
 /// TTFT with a steady number of streams open, rather than all starting in the same instant:
 /// each of `streams` clients sends its requests one after another, and the clients begin spread
 /// over one answer's length, so new requests arrive at an even rate.
 async fn steady_phase(client: &reqwest::Client, dir: &Path) {
-    println!(
-        "## Added time to first token, streams open steadily (permit limit lifted, \
-         {CHUNKS}-chunk answers, 5 ms apart)"
-    );
+    ttft_table(
+        client,
+        dir,
+        &format!(
+            "## Added time to first token, streams open steadily (permit limit lifted, \
+             {CHUNKS}-chunk answers, 5 ms apart)"
+        ),
+        "open streams",
+        Starts::Spread(Duration::from_millis(5 * CHUNKS as u64)),
+        &[(100, 20), (1_000, 3)],
+    )
+    .await;
+}
+
+/// How the streams of a TTFT row start.
+#[derive(Clone, Copy)]
+enum Starts {
+    /// All in the same instant, round after round (`ttft_samples`).
+    Together,
+    /// Spread evenly over this time, each client then sending its requests in turn
+    /// (`steady_samples`).
+    Spread(Duration),
+}
+
+/// One TTFT table: for each `(streams, count)` row, the direct and proxied percentiles and the
+/// difference. `count` is rounds for `Starts::Together`, requests per client for `Spread`.
+async fn ttft_table(
+    client: &reqwest::Client,
+    dir: &Path,
+    title: &str,
+    label: &str,
+    starts: Starts,
+    rows: &[(usize, usize)],
+) {
+    println!("{title}");
     let mock = mock(5, CHUNKS).await;
     let proxy = Proxy::start(dir, &mock.base_url(), 100_000);
     let direct = Target::Direct(mock.base_url());
     let via = Target::Proxy(proxy.addr.clone());
     println!(
-        "| open streams | direct p50 | direct p99 | proxy p50 | proxy p99 | added p50 | added p99 |"
+        "| {label} | direct p50 | direct p99 | proxy p50 | proxy p99 | added p50 | added p99 |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|");
-    let spread = Duration::from_millis(5 * CHUNKS as u64);
-    for (streams, each) in [(100, 20), (1_000, 3)] {
-        // One unmeasured request per client first, as in the simultaneous rows.
-        steady_samples(client, &direct, streams, 1, spread).await;
-        steady_samples(client, &via, streams, 1, spread).await;
-        let mut d = steady_samples(client, &direct, streams, each, spread).await;
-        let mut p = steady_samples(client, &via, streams, each, spread).await;
+    let samples = |target, streams, count| async move {
+        match starts {
+            Starts::Together => ttft_samples(client, target, streams, count).await,
+            Starts::Spread(spread) => steady_samples(client, target, streams, count, spread).await,
+        }
+    };
+    for &(streams, count) in rows {
+        // One unmeasured round at the same concurrency first, so that both paths have their
+        // connections open (client to proxy, proxy to mock) and the rows compare steady states.
+        samples(&direct, streams, 1).await;
+        samples(&via, streams, 1).await;
+        let mut d = samples(&direct, streams, count).await;
+        let mut p = samples(&via, streams, count).await;
         let (d50, d99) = (percentile(&mut d, 50.0), percentile(&mut d, 99.0));
         let (p50, p99) = (percentile(&mut p, 50.0), percentile(&mut p, 99.0));
         println!(
@@ -159,11 +180,11 @@ async fn cpu_phase(client: &reqwest::Client, dir: &Path) {
             let cpu = proxy.cpu_seconds() - before;
             per_request.push(cpu / requests as f64 * 1e6);
         }
-        let rounds: Vec<String> = per_request.iter().map(|us| format!("{us:.1}")).collect();
+        let shown: Vec<String> = per_request.iter().map(|us| format!("{us:.1}")).collect();
         println!(
             "upstream {label}: {:.1} µs per request (rounds: {} µs); RSS after {:.1} MB",
             percentile(&mut per_request, 50.0),
-            rounds.join(", "),
+            shown.join(", "),
             proxy.rss_kib() as f64 / 1024.0
         );
     }
