@@ -9,6 +9,7 @@
 //! `tools.max_rounds` rounds with tools; then the model is asked once more without them.
 
 use std::future::Future;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,8 +23,9 @@ use crate::error::ApiError;
 use crate::limiter::{Entry, PermitQueue, QueueError, UpstreamPermit};
 use crate::metrics::AnswerMetrics;
 use crate::upstream::wire::Usage;
-use crate::upstream::{UpstreamClient, UpstreamError};
+use crate::upstream::{ChunkStream, UpstreamClient, UpstreamError};
 
+use super::burst::{Burst, ready_within_a_turn};
 use super::request::AnswerRequest;
 use super::tools::{CallAssembler, ToolBox, ToolCall};
 
@@ -140,6 +142,7 @@ pub struct Exchange {
 }
 
 /// What one upstream round gave.
+#[derive(Default)]
 struct Round {
     text: String,
     calls: Vec<ToolCall>,
@@ -330,9 +333,55 @@ impl Exchange {
             .guarded(upstream.open(messages, tools))
             .await?
             .map_err(|e| upstream_error(&e))?;
-        let mut text = String::new();
+        let mut round = Round::default();
         let mut calls = CallAssembler::default();
-        while let Some(chunk) = self.guarded(chunks.next_chunk()).await? {
+        let mut burst = Burst::default();
+        let relayed = self
+            .relay(&mut chunks, &mut round, &mut calls, &mut burst)
+            .await;
+        // `[DONE]` arrived, or the stream failed: the upstream request is over, so its permit
+        // goes back now, before the last deltas wait for room in the client's channel.
+        drop(chunks);
+        drop(permit);
+        // What the client has not been handed yet goes before the error that ends the stream.
+        if !matches!(relayed, Err(Ended::Interrupted(_))) {
+            self.flush(&mut burst).await?;
+        }
+        relayed?;
+        if !calls.is_empty() {
+            round.calls = calls.finish();
+        }
+        Ok(round)
+    }
+
+    /// Reads `chunks` to `[DONE]`: the text into `round` and the exchange's answer, tool-call
+    /// fragments into `calls`, deltas to the client through `burst`.
+    async fn relay(
+        &mut self,
+        chunks: &mut ChunkStream,
+        round: &mut Round,
+        calls: &mut CallAssembler,
+        burst: &mut Burst,
+    ) -> Result<(), Ended> {
+        loop {
+            let next = {
+                let mut next = pin!(self.guarded(chunks.next_chunk()));
+                if burst.is_empty() {
+                    next.await?
+                } else {
+                    match ready_within_a_turn(next.as_mut()).await {
+                        Some(next) => next?,
+                        // The burst is over: its deltas go out while the upstream is quiet.
+                        None => {
+                            self.flush(burst).await?;
+                            next.await?
+                        }
+                    }
+                }
+            };
+            let Some(chunk) = next else {
+                return Ok(());
+            };
             let chunk = chunk.map_err(|e| upstream_error(&e))?;
             if let Some(usage) = chunk.usage {
                 let total = self.usage.get_or_insert_with(Usage::default);
@@ -348,26 +397,26 @@ impl Exchange {
                     calls.add(fragment);
                 }
                 if let Some(piece) = choice.delta.content.filter(|t| !t.is_empty()) {
-                    if self.timings.ttft_ms.is_none() {
-                        self.timings.ttft_ms = Some(millis(self.received.elapsed()));
-                    }
                     self.answer.push_str(&piece);
-                    text.push_str(&piece);
-                    self.emit(AnswerEvent::Delta(piece)).await?;
+                    round.text.push_str(&piece);
+                    if self.timings.ttft_ms.is_none() {
+                        // The first text of an answer is never held back.
+                        self.timings.ttft_ms = Some(millis(self.received.elapsed()));
+                        self.emit(AnswerEvent::Delta(piece)).await?;
+                    } else if burst.push(AnswerEvent::Delta(piece), self.tx.capacity()) {
+                        self.flush(burst).await?;
+                    }
                 }
             }
         }
-        // `[DONE]` arrived: the upstream request is over, so its permit goes back now.
-        drop(chunks);
-        drop(permit);
-        Ok(Round {
-            text,
-            calls: if calls.is_empty() {
-                Vec::new()
-            } else {
-                calls.finish()
-            },
-        })
+    }
+
+    /// Hands the burst's deltas to the client, in order.
+    async fn flush(&self, burst: &mut Burst) -> Result<(), Ended> {
+        for event in burst.drain() {
+            self.emit(event).await?;
+        }
+        Ok(())
     }
 
     /// Awaits `work` unless the client leaves or shutdown ends the streams first; dropping

@@ -1,6 +1,7 @@
 //! `/answer`: the checked request ([`request`]) and the exchange that streams the model's answer
 //! through the permit queue ([`exchange`]).
 
+mod burst;
 pub mod exchange;
 pub mod request;
 pub mod tools;

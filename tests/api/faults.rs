@@ -1,8 +1,11 @@
 //! A broken upstream never looks like a complete answer: each fault ends in an explicit error.
 
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use chat_proxy::demo::{Fault, MockKnobs};
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, answer_text, last, names, read_events, spawn_app_with};
@@ -140,4 +143,46 @@ async fn an_unreachable_upstream_is_reported_after_retries() {
     let (_, code) = stream_error(&app).await;
     assert_eq!(code, "upstream_unavailable");
     assert_eq!(json_error(&app).await, (502, "upstream_unavailable".into()));
+}
+
+/// Deltas of a burst are held only while more are arriving: when the upstream goes quiet, what
+/// it sent reaches the client at once, not with the error that the silence ends in.
+#[tokio::test]
+async fn deltas_before_a_stall_arrive_while_the_upstream_is_quiet() {
+    const GAP_MS: u64 = 1_000;
+    let app = spawn_app_with(
+        MockKnobs {
+            tokens: Some(5),
+            fault: Some(Fault::StallAfter(3)),
+            ..MockKnobs::default()
+        },
+        |c| c.upstream.chunk_gap_timeout_ms = GAP_MS,
+    )
+    .await;
+    let response = app.post_answer(&json!({"user_input": "q"})).await;
+    let mut events = response.bytes_stream().eventsource();
+    let mut text = String::new();
+    let mut last_delta = None;
+    let error_at = loop {
+        let event = events
+            .next()
+            .await
+            .expect("the stream ends with an error")
+            .expect("well-formed SSE");
+        match event.event.as_str() {
+            "delta" => {
+                let data: Value = serde_json::from_str(&event.data).expect("JSON");
+                text.push_str(data["content"].as_str().expect("content"));
+                last_delta = Some(Instant::now());
+            }
+            "error" => break Instant::now(),
+            _ => {}
+        }
+    };
+    assert_eq!(text, "q#0 q#1 q#2 ");
+    let held = error_at - last_delta.expect("deltas came");
+    assert!(
+        held >= Duration::from_millis(GAP_MS / 2),
+        "the last delta came {held:?} before the error: it was held back with it"
+    );
 }
