@@ -19,10 +19,11 @@ use futures::StreamExt;
 use serde_json::json;
 
 const CHUNKS: usize = 20;
-/// The CPU phase: warm-up requests, rounds, and requests per round (the median round is
-/// reported). `CHAT_PROXY_BENCH_CPU="WARMUP ROUNDS REQUESTS"` sets other counts, e.g. small ones
-/// for a run under `valgrind --tool=callgrind`.
-const CPU_COUNTS: [usize; 3] = [1_000, 5, 10_000];
+/// The CPU phase: warm-up requests, rounds, requests per round (the median round is reported)
+/// and the mock's milliseconds between chunks. `CHAT_PROXY_BENCH_CPU="WARMUP ROUNDS REQUESTS"`
+/// sets other counts, e.g. small ones for a run under `valgrind --tool=callgrind`; a fourth
+/// number paces the chunks as a real model does.
+const CPU_COUNTS: [usize; 4] = [1_000, 5, 10_000, 0];
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -160,16 +161,16 @@ async fn ttft_table(
 }
 
 async fn cpu_phase(client: &reqwest::Client, dir: &Path) {
-    let [warmup, rounds, requests] = cpu_counts();
+    let [warmup, rounds, requests, token_delay_ms] = cpu_counts();
     println!(
-        "## CPU time per streamed request ({CHUNKS} chunks, no token delay, 50 at a time; \
-         {warmup} to warm up, {rounds} rounds of {requests}, median)"
+        "## CPU time per streamed request ({CHUNKS} chunks, {token_delay_ms} ms apart, 50 at a \
+         time; {warmup} to warm up, {rounds} rounds of {requests}, median)"
     );
     for (extra, label) in [
         ("", "HTTP/1.1"),
         ("http2_prior_knowledge = true", "HTTP/2 (h2c)"),
     ] {
-        let mock = mock(0, CHUNKS).await;
+        let mock = mock(token_delay_ms as u64, CHUNKS).await;
         let proxy = Proxy::start_with(dir, &mock.base_url(), 100_000, extra);
         let target = Target::Proxy(proxy.addr.clone());
         run_many(client, &target, warmup, 50).await;
@@ -192,7 +193,7 @@ async fn cpu_phase(client: &reqwest::Client, dir: &Path) {
 }
 
 /// The CPU phase's counts: `CHAT_PROXY_BENCH_CPU` if set, else `CPU_COUNTS`.
-fn cpu_counts() -> [usize; 3] {
+fn cpu_counts() -> [usize; 4] {
     let Ok(text) = std::env::var("CHAT_PROXY_BENCH_CPU") else {
         return CPU_COUNTS;
     };
@@ -201,9 +202,13 @@ fn cpu_counts() -> [usize; 3] {
         .map(|n| n.parse().expect("CHAT_PROXY_BENCH_CPU: whole numbers"))
         .collect();
     match counts[..] {
-        [warmup, rounds, requests] if rounds > 0 && requests > 0 => [warmup, rounds, requests],
+        [warmup, rounds, requests] if rounds > 0 && requests > 0 => [warmup, rounds, requests, 0],
+        [warmup, rounds, requests, delay] if rounds > 0 && requests > 0 => {
+            [warmup, rounds, requests, delay]
+        }
         _ => panic!(
-            "CHAT_PROXY_BENCH_CPU: three numbers, WARMUP ROUNDS REQUESTS, the last two above 0"
+            "CHAT_PROXY_BENCH_CPU: WARMUP ROUNDS REQUESTS [TOKEN_DELAY_MS], rounds and \
+             requests above 0"
         ),
     }
 }
