@@ -197,12 +197,15 @@ fn cpu_counts() -> [usize; 4] {
     let Ok(text) = std::env::var("CHAT_PROXY_BENCH_CPU") else {
         return CPU_COUNTS;
     };
-    let counts: Vec<usize> = text
+    let mut counts: Vec<usize> = text
         .split_whitespace()
         .map(|n| n.parse().expect("CHAT_PROXY_BENCH_CPU: whole numbers"))
         .collect();
+    // No fourth number: unpaced chunks.
+    if counts.len() == 3 {
+        counts.push(0);
+    }
     match counts[..] {
-        [warmup, rounds, requests] if rounds > 0 && requests > 0 => [warmup, rounds, requests, 0],
         [warmup, rounds, requests, delay] if rounds > 0 && requests > 0 => {
             [warmup, rounds, requests, delay]
         }

@@ -142,7 +142,6 @@ pub struct Exchange {
 }
 
 /// What one upstream round gave.
-#[derive(Default)]
 struct Round {
     text: String,
     calls: Vec<ToolCall>,
@@ -333,11 +332,11 @@ impl Exchange {
             .guarded(upstream.open(messages, tools))
             .await?
             .map_err(|e| upstream_error(&e))?;
-        let mut round = Round::default();
+        let mut text = String::new();
         let mut calls = CallAssembler::default();
         let mut burst = Burst::default();
         let relayed = self
-            .relay(&mut chunks, &mut round, &mut calls, &mut burst)
+            .relay(&mut chunks, &mut text, &mut calls, &mut burst)
             .await;
         // `[DONE]` arrived, or the stream failed: the upstream request is over, so its permit
         // goes back now, before the last deltas wait for room in the client's channel.
@@ -348,18 +347,22 @@ impl Exchange {
             self.flush(&mut burst).await?;
         }
         relayed?;
-        if !calls.is_empty() {
-            round.calls = calls.finish();
-        }
-        Ok(round)
+        Ok(Round {
+            text,
+            calls: if calls.is_empty() {
+                Vec::new()
+            } else {
+                calls.finish()
+            },
+        })
     }
 
-    /// Reads `chunks` to `[DONE]`: the text into `round` and the exchange's answer, tool-call
-    /// fragments into `calls`, deltas to the client through `burst`.
+    /// Reads `chunks` to `[DONE]`: the round's text into `text` and the exchange's answer,
+    /// tool-call fragments into `calls`, deltas to the client through `burst`.
     async fn relay(
         &mut self,
         chunks: &mut ChunkStream,
-        round: &mut Round,
+        text: &mut String,
         calls: &mut CallAssembler,
         burst: &mut Burst,
     ) -> Result<(), Ended> {
@@ -398,7 +401,7 @@ impl Exchange {
                 }
                 if let Some(piece) = choice.delta.content.filter(|t| !t.is_empty()) {
                     self.answer.push_str(&piece);
-                    round.text.push_str(&piece);
+                    text.push_str(&piece);
                     if self.timings.ttft_ms.is_none() {
                         // The first text of an answer is never held back.
                         self.timings.ttft_ms = Some(millis(self.received.elapsed()));
