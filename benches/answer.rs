@@ -174,17 +174,28 @@ async fn cpu_phase(client: &reqwest::Client, dir: &Path) {
         let proxy = Proxy::start_with(dir, &mock.base_url(), 100_000, extra);
         let target = Target::Proxy(proxy.addr.clone());
         run_many(client, &target, warmup, 50).await;
+        // Each round's (total, user, system) µs per request.
         let mut per_request = Vec::new();
         for _ in 0..rounds {
-            let before = proxy.cpu_seconds();
+            let (user_before, system_before) = proxy.cpu_seconds();
             run_many(client, &target, requests, 50).await;
-            let cpu = proxy.cpu_seconds() - before;
-            per_request.push(cpu / requests as f64 * 1e6);
+            let (user_after, system_after) = proxy.cpu_seconds();
+            let us = |seconds: f64| seconds / requests as f64 * 1e6;
+            let (user, system) = (
+                us(user_after - user_before),
+                us(system_after - system_before),
+            );
+            per_request.push((user + system, user, system));
         }
-        let shown: Vec<String> = per_request.iter().map(|us| format!("{us:.1}")).collect();
+        let shown: Vec<String> = per_request
+            .iter()
+            .map(|(total, _, _)| format!("{total:.1}"))
+            .collect();
+        per_request.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (total, user, system) = per_request[per_request.len() / 2];
         println!(
-            "upstream {label}: {:.1} µs per request (rounds: {} µs); RSS after {:.1} MB",
-            percentile(&mut per_request, 50.0),
+            "upstream {label}: {total:.1} µs per request, {user:.1} user + {system:.1} system \
+             (median round; rounds: {} µs); RSS after {:.1} MB",
             shown.join(", "),
             proxy.rss_kib() as f64 / 1024.0
         );
@@ -448,15 +459,14 @@ impl Proxy {
         std::fs::read_to_string(format!("/proc/{}/{name}", self.child.id())).expect("proc file")
     }
 
-    /// User + system CPU of the proxy process so far.
-    fn cpu_seconds(&self) -> f64 {
+    /// User and system CPU seconds of the proxy process so far.
+    fn cpu_seconds(&self) -> (f64, f64) {
         let stat = self.proc_file("stat");
         let after_name = &stat[stat.rfind(')').expect("comm") + 2..];
         let fields: Vec<&str> = after_name.split_whitespace().collect();
         // Fields 14 and 15 of stat (utime, stime), counted from `state` as field 3.
-        let ticks: u64 =
-            fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
-        ticks as f64 / 100.0
+        let seconds = |field: &str| field.parse::<u64>().expect("CPU ticks") as f64 / 100.0;
+        (seconds(fields[11]), seconds(fields[12]))
     }
 
     fn status_kib(&self, key: &str) -> u64 {
