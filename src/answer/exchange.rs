@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -22,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::ApiError;
 use crate::limiter::{Entry, PermitQueue, QueueError, UpstreamPermit};
 use crate::metrics::AnswerMetrics;
-use crate::upstream::wire::Usage;
+use crate::upstream::wire::{UpstreamMessage, Usage};
 use crate::upstream::{ChunkStream, UpstreamClient, UpstreamError};
 
 use super::burst::{Burst, ready_within_a_turn};
@@ -266,18 +267,18 @@ impl Exchange {
             // No permit is held here: other users' answers use the upstream meanwhile.
             let runs = calls.iter().map(|call| tools.run(&request_id, call));
             let outputs = Box::pin(self.guarded(futures::future::join_all(runs))).await?;
-            messages.push(json!({
+            messages.push(UpstreamMessage::Own(json!({
                 "role": "assistant",
                 "content": if text.is_empty() { Value::Null } else { Value::String(text) },
                 "tool_calls": calls.iter().map(|c| json!({
                     "id": c.id, "type": "function",
                     "function": {"name": c.name, "arguments": c.arguments},
                 })).collect::<Vec<_>>(),
-            }));
+            })));
             for (i, (call, output)) in calls.iter().zip(outputs).enumerate() {
-                messages.push(
+                messages.push(UpstreamMessage::Own(
                     json!({"role": "tool", "tool_call_id": call.id, "content": output.content}),
-                );
+                ));
                 self.tool_calls[first + i]["result"] = output.event.clone();
                 self.emit(AnswerEvent::ToolResult(Box::new(output.event)))
                     .await?;
@@ -323,8 +324,8 @@ impl Exchange {
     /// One upstream request, holding `permit` exactly while it is open.
     async fn stream_round(
         &mut self,
-        messages: &[Value],
-        tools: Option<&Value>,
+        messages: &[UpstreamMessage],
+        tools: Option<&RawValue>,
         permit: UpstreamPermit,
     ) -> Result<Round, Ended> {
         let upstream = self.ctx.upstream.clone();
@@ -467,17 +468,17 @@ impl Exchange {
 
 /// The request's messages as sent upstream: with tools on, the tools' system prompt goes first
 /// unless the client brought its own.
-fn upstream_messages(request: &AnswerRequest, tools: Option<&ToolBox>) -> Vec<Value> {
-    let mut messages = request.messages.clone();
-    if let Some(tools) = tools {
-        if !messages.iter().any(|m| m["role"] == "system") {
-            messages.insert(
-                0,
-                json!({"role": "system", "content": tools.system_prompt()}),
-            );
+fn upstream_messages(request: &AnswerRequest, tools: Option<&ToolBox>) -> Vec<UpstreamMessage> {
+    let own = request.messages.iter().cloned().map(UpstreamMessage::Own);
+    match tools {
+        Some(tools) if !request.messages.iter().any(|m| m["role"] == "system") => {
+            let mut messages = Vec::with_capacity(request.messages.len() + 1);
+            messages.push(UpstreamMessage::Shared(tools.system_message()));
+            messages.extend(own);
+            messages
         }
+        _ => own.collect(),
     }
-    messages
 }
 
 enum Ended {

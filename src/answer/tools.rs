@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::NaiveDate;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::ocr::{ImageRequest, OcrService, UrlType};
@@ -38,11 +39,13 @@ pub struct ToolBox {
     ocr: Arc<OcrService>,
     log: LogWriter,
     default_url_type: UrlType,
-    definitions: Value,
+    /// The `tools` array sent upstream, serialised once: it is the same for every request.
+    definitions: Box<RawValue>,
     prompts: Prompts,
     pub max_rounds: usize,
-    /// The system prompt rendered for one date, so it is rendered once a day, not per request.
-    rendered: Mutex<Option<(NaiveDate, String)>>,
+    /// The system message rendered and serialised for one date, so that happens once a day,
+    /// not per request.
+    rendered: Mutex<Option<(NaiveDate, Arc<RawValue>)>>,
 }
 
 impl ToolBox {
@@ -73,6 +76,8 @@ impl ToolBox {
                 },
             },
         }]);
+        let definitions =
+            serde_json::value::to_raw_value(&definitions).expect("a JSON value serialises");
         Self {
             ocr,
             log,
@@ -85,23 +90,27 @@ impl ToolBox {
     }
 
     /// The `tools` array sent upstream.
-    pub fn definitions(&self) -> &Value {
+    pub fn definitions(&self) -> &RawValue {
         &self.definitions
     }
 
-    /// The system prompt for today (UTC).
-    pub fn system_prompt(&self) -> String {
+    /// The system message for today (UTC), `{"role": "system", "content": PROMPT}` as JSON.
+    pub fn system_message(&self) -> Arc<RawValue> {
         let today = chrono::Utc::now().date_naive();
         let mut rendered = self.rendered.lock().expect("system prompt lock");
         match &*rendered {
-            Some((date, prompt)) if *date == today => prompt.clone(),
+            Some((date, message)) if *date == today => message.clone(),
             _ => {
                 let prompt = self.prompts.system.render(&BTreeMap::from([
                     ("date", today.format("%Y-%m-%d").to_string()),
                     ("tool_name", OCR_TOOL_NAME.to_owned()),
                 ]));
-                *rendered = Some((today, prompt.clone()));
-                prompt
+                let message =
+                    serde_json::value::to_raw_value(&json!({"role": "system", "content": prompt}))
+                        .expect("a JSON value serialises");
+                let message = Arc::<RawValue>::from(message);
+                *rendered = Some((today, message.clone()));
+                message
             }
         }
     }

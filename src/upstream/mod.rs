@@ -10,10 +10,11 @@ use eventsource_stream::{EventStreamError, Eventsource};
 use futures::{Stream, StreamExt};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::time::{Instant, sleep, timeout_at};
 
 use crate::config::{UpstreamConfig, ms};
-use wire::{ChatCompletionChunk, ChatCompletionRequest, StreamOptions};
+use wire::{ChatCompletionChunk, ChatCompletionRequest, StreamOptions, UpstreamMessage};
 
 /// Why the upstream call failed; `code()` is the stable machine code clients see.
 #[derive(Debug, thiserror::Error)]
@@ -157,8 +158,8 @@ impl UpstreamClient {
     /// backoff; nothing has reached the client yet, so a retry is invisible to it.
     pub async fn open(
         &self,
-        messages: &[Value],
-        tools: Option<&Value>,
+        messages: &[UpstreamMessage],
+        tools: Option<&RawValue>,
     ) -> Result<ChunkStream, UpstreamError> {
         let body = ChatCompletionRequest {
             model: &self.model,

@@ -1,18 +1,40 @@
 //! The OpenAI-compatible wire format: what the proxy sends to `/chat/completions` and the
 //! streamed chunks it reads back.
 
-use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// Body of `POST {base_url}/chat/completions`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ChatCompletionRequest<'a> {
     pub model: &'a str,
-    pub messages: &'a [Value],
+    pub messages: &'a [UpstreamMessage],
     pub stream: bool,
     pub stream_options: StreamOptions,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tools: Option<&'a Value>,
+    pub tools: Option<&'a RawValue>,
+}
+
+/// One message of the conversation sent upstream.
+#[derive(Debug, Clone)]
+pub enum UpstreamMessage {
+    /// Serialised once and sent with many requests (the tools' system prompt of the day): a
+    /// request copies its text instead of building and escaping it again.
+    Shared(Arc<RawValue>),
+    /// The request's own: the client's messages, tool calls and their results.
+    Own(Value),
+}
+
+impl Serialize for UpstreamMessage {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Shared(raw) => raw.serialize(serializer),
+            Self::Own(value) => value.serialize(serializer),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
