@@ -333,12 +333,11 @@ impl Exchange {
             .guarded(upstream.open(messages, tools))
             .await?
             .map_err(|e| upstream_error(&e))?;
-        let mut text = String::new();
+        // The round's text is the end of the answer from here on.
+        let text_starts = self.answer.len();
         let mut calls = CallAssembler::default();
         let mut burst = Burst::default();
-        let relayed = self
-            .relay(&mut chunks, &mut text, &mut calls, &mut burst)
-            .await;
+        let relayed = self.relay(&mut chunks, &mut calls, &mut burst).await;
         // `[DONE]` arrived, or the stream failed: the upstream request is over, so its permit
         // goes back now, before the last deltas wait for room in the client's channel.
         drop(chunks);
@@ -348,22 +347,24 @@ impl Exchange {
             self.flush(&mut burst).await?;
         }
         relayed?;
+        if calls.is_empty() {
+            // No tool calls: nothing goes back upstream, so the text needs no copy.
+            return Ok(Round {
+                text: String::new(),
+                calls: Vec::new(),
+            });
+        }
         Ok(Round {
-            text,
-            calls: if calls.is_empty() {
-                Vec::new()
-            } else {
-                calls.finish()
-            },
+            text: self.answer[text_starts..].to_owned(),
+            calls: calls.finish(),
         })
     }
 
-    /// Reads `chunks` to `[DONE]`: the round's text into `text` and the exchange's answer,
-    /// tool-call fragments into `calls`, deltas to the client through `burst`.
+    /// Reads `chunks` to `[DONE]`: the text into the exchange's answer, tool-call fragments
+    /// into `calls`, deltas to the client through `burst`.
     async fn relay(
         &mut self,
         chunks: &mut ChunkStream,
-        text: &mut String,
         calls: &mut CallAssembler,
         burst: &mut Burst,
     ) -> Result<(), Ended> {
@@ -402,7 +403,6 @@ impl Exchange {
                 }
                 if let Some(piece) = choice.delta.content.filter(|t| !t.is_empty()) {
                     self.answer.push_str(&piece);
-                    text.push_str(&piece);
                     if self.timings.ttft_ms.is_none() {
                         // The first text of an answer is never held back.
                         self.timings.ttft_ms = Some(millis(self.received.elapsed()));

@@ -260,6 +260,16 @@ async fn the_round_limit_stops_tool_use() {
     assert_eq!(sent.len(), 3, "two rounds with tools, then one without");
     assert!(sent[0].get("tools").is_some() && sent[1].get("tools").is_some());
     assert!(sent[2].get("tools").is_none());
+    // Each round's assistant message carries that round's text, not the answer so far.
+    let messages = sent[2]["messages"].as_array().expect("messages");
+    let assistants: Vec<&Value> = messages
+        .iter()
+        .filter(|m| m["role"] == "assistant")
+        .collect();
+    assert_eq!(assistants.len(), 2, "{messages:?}");
+    for assistant in assistants {
+        assert_eq!(assistant["content"], "Let me read that. ");
+    }
 }
 
 #[tokio::test]
