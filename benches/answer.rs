@@ -192,7 +192,7 @@ async fn cpu_phase(client: &reqwest::Client, dir: &Path) {
             .map(|(total, _, _)| format!("{total:.1}"))
             .collect();
         per_request.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let (total, user, system) = per_request[per_request.len() / 2];
+        let (total, user, system) = per_request[rank(50.0, per_request.len())];
         println!(
             "upstream {label}: {total:.1} µs per request, {user:.1} user + {system:.1} system \
              (median round; rounds: {} µs); RSS after {:.1} MB",
@@ -418,8 +418,12 @@ async fn run_many(client: &reqwest::Client, target: &Target, requests: usize, co
 
 fn percentile(samples: &mut [f64], p: f64) -> f64 {
     samples.sort_by(f64::total_cmp);
-    let rank = (p / 100.0 * (samples.len() - 1) as f64).round() as usize;
-    samples[rank]
+    samples[rank(p, samples.len())]
+}
+
+/// The index of the `p`th percentile in `len` sorted samples.
+fn rank(p: f64, len: usize) -> usize {
+    (p / 100.0 * (len - 1) as f64).round() as usize
 }
 
 /// The release binary, running with a config for the benchmark.
