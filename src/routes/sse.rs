@@ -108,21 +108,37 @@ struct QueuedData {
     position: usize,
 }
 
-#[derive(Serialize)]
-struct DeltaData<'a> {
-    content: &'a str,
-}
-
 fn encode(frame: &mut BytesMut, event: AnswerEvent) {
     match event {
         AnswerEvent::Meta(meta) => put_event(frame, "meta", &*meta),
         AnswerEvent::Queued { position } => put_event(frame, "queued", &QueuedData { position }),
-        AnswerEvent::Delta(content) => put_event(frame, "delta", &DeltaData { content: &content }),
+        AnswerEvent::Delta(content) => put_delta(frame, &content),
         AnswerEvent::ToolCall(call) => put_event(frame, "tool_call", &*call),
         AnswerEvent::ToolResult(result) => put_event(frame, "tool_result", &*result),
         AnswerEvent::Done(done) => put_event(frame, "done", &*done),
         AnswerEvent::Error(err) => put_event(frame, "error", &err.detail()),
     }
+}
+
+/// Appends `event: delta\ndata: {"content":TEXT}\n\n`, what most events are. Text with nothing to
+/// escape (no quote, backslash or control character) is copied as it is; the rest goes through
+/// the serializer. Either way the bytes are the ones `put_event` would write.
+fn put_delta(frame: &mut BytesMut, content: &str) {
+    frame.put_slice(b"event: delta\ndata: {\"content\":");
+    if is_plain(content) {
+        frame.put_u8(b'"');
+        frame.put_slice(content.as_bytes());
+        frame.put_u8(b'"');
+    } else if let Err(err) = serde_json::to_writer(frame.writer(), content) {
+        tracing::error!(error = %err, "a delta did not serialise");
+        frame.put_slice(b"null");
+    }
+    frame.put_slice(b"}\n\n");
+}
+
+/// Whether JSON would write `text` as it is: no quote, backslash or control character.
+fn is_plain(text: &str) -> bool {
+    text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\')
 }
 
 /// Appends `event: NAME\ndata: JSON\n\n`. The JSON is compact, so it never holds a newline.
@@ -213,6 +229,34 @@ mod tests {
         assert!(next_frame(&mut body).await.is_some());
         assert_eq!(next_frame(&mut body).await, None, "the channel closed");
         assert!(body.is_end_stream());
+    }
+
+    #[test]
+    fn a_delta_is_written_as_the_serializer_writes_it() {
+        for text in [
+            "plain words ",
+            "",
+            "\u{4e2d}\u{6587} and emoji \u{1f600}",
+            "a \"quote\" and a back\\slash",
+            "line\nbreak\tand\r\u{0}\u{1f}",
+            "\u{7f} DEL and \u{2028} separators \u{2029}",
+            "</script>",
+        ] {
+            let mut fast = BytesMut::new();
+            put_delta(&mut fast, text);
+            let mut general = BytesMut::new();
+            put_event(
+                &mut general,
+                "delta",
+                &serde_json::json!({ "content": text }),
+            );
+            assert_eq!(fast, general, "{text:?}");
+            let data = std::str::from_utf8(&fast[b"event: delta\ndata: ".len()..])
+                .expect("UTF-8")
+                .trim_end();
+            let parsed: serde_json::Value = serde_json::from_str(data).expect("valid JSON");
+            assert_eq!(parsed["content"], text);
+        }
     }
 
     #[test]
