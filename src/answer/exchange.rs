@@ -9,7 +9,7 @@
 //! `tools.max_rounds` rounds with tools; then the model is asked once more without them.
 
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -368,9 +368,19 @@ impl Exchange {
         calls: &mut CallAssembler,
         burst: &mut Burst,
     ) -> Result<(), Ended> {
+        // The client leaving and shutdown are watched for the whole round, not anew for each
+        // chunk: a new waiter per chunk registered with (and removed from) both notifiers.
+        let ctx = self.ctx.clone();
+        let tx = self.tx.clone();
+        let mut client_gone = pin!(tx.closed());
+        let mut shutdown = pin!(ctx.stop_streams.cancelled());
         loop {
             let next = {
-                let mut next = pin!(self.guarded(chunks.next_chunk()));
+                let mut next = pin!(watched(
+                    client_gone.as_mut(),
+                    shutdown.as_mut(),
+                    chunks.next_chunk()
+                ));
                 if burst.is_empty() {
                     next.await?
                 } else {
@@ -463,6 +473,21 @@ impl Exchange {
     /// Sends the final error if the client is still there; a slow reader gets a moment, not forever.
     async fn emit_last(&self, event: AnswerEvent) {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.tx.send(event)).await;
+    }
+}
+
+/// `work`'s output, unless the client leaves or shutdown ends the streams first: what
+/// [`Exchange::guarded`] does, with the two waits made by the caller and kept across calls.
+async fn watched<F: Future>(
+    client_gone: Pin<&mut impl Future<Output = ()>>,
+    shutdown: Pin<&mut impl Future<Output = ()>>,
+    work: F,
+) -> Result<F::Output, Ended> {
+    tokio::select! {
+        biased;
+        () = client_gone => Err(Ended::Interrupted(Interrupt::ClientGone)),
+        () = shutdown => Err(Ended::Interrupted(Interrupt::Shutdown)),
+        output = work => Ok(output),
     }
 }
 
