@@ -436,12 +436,9 @@ impl Exchange {
     /// Awaits `work` unless the client leaves or shutdown ends the streams first; dropping
     /// `work` then releases whatever it held (queue place, permit, upstream connection).
     async fn guarded<F: Future>(&self, work: F) -> Result<F::Output, Ended> {
-        tokio::select! {
-            biased;
-            () = self.tx.closed() => Err(Ended::Interrupted(Interrupt::ClientGone)),
-            () = self.ctx.stop_streams.cancelled() => Err(Ended::Interrupted(Interrupt::Shutdown)),
-            output = work => Ok(output),
-        }
+        let client_gone = pin!(self.tx.closed());
+        let shutdown = pin!(self.ctx.stop_streams.cancelled());
+        watched(client_gone, shutdown, work).await
     }
 
     /// Queues `event` for the client. When the channel has room (the client keeps up), that is
@@ -476,8 +473,8 @@ impl Exchange {
     }
 }
 
-/// `work`'s output, unless the client leaves or shutdown ends the streams first: what
-/// [`Exchange::guarded`] does, with the two waits made by the caller and kept across calls.
+/// `work`'s output, unless the client leaves or shutdown ends the streams first (checked in
+/// that order). The caller makes the two waits, so it can keep them across calls.
 async fn watched<F: Future>(
     client_gone: Pin<&mut impl Future<Output = ()>>,
     shutdown: Pin<&mut impl Future<Output = ()>>,
