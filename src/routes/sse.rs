@@ -129,9 +129,8 @@ fn put_delta(frame: &mut BytesMut, content: &str) {
         frame.put_u8(b'"');
         frame.put_slice(content.as_bytes());
         frame.put_u8(b'"');
-    } else if let Err(err) = serde_json::to_writer(frame.writer(), content) {
-        tracing::error!(error = %err, "a delta did not serialise");
-        frame.put_slice(b"null");
+    } else {
+        put_json(frame, "delta", content);
     }
     frame.put_slice(b"}\n\n");
 }
@@ -146,12 +145,17 @@ fn put_event(frame: &mut BytesMut, name: &str, data: &impl Serialize) {
     frame.put_slice(b"event: ");
     frame.put_slice(name.as_bytes());
     frame.put_slice(b"\ndata: ");
+    put_json(frame, name, data);
+    frame.put_slice(b"\n\n");
+}
+
+/// Appends `data` as compact JSON (`null`, logged, if it does not serialise).
+fn put_json(frame: &mut BytesMut, event: &str, data: &(impl Serialize + ?Sized)) {
     // Writing to memory cannot fail, and every payload is plain data (strings, numbers, JSON).
     if let Err(err) = serde_json::to_writer(frame.writer(), data) {
-        tracing::error!(error = %err, event = name, "an SSE payload did not serialise");
+        tracing::error!(error = %err, event, "an SSE payload did not serialise");
         frame.put_slice(b"null");
     }
-    frame.put_slice(b"\n\n");
 }
 
 #[cfg(test)]
