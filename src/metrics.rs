@@ -181,7 +181,7 @@ impl Metrics {
             ),
             writer_database_up: gauge(
                 "log_writer_database_up",
-                "1 when the log writer's last database write succeeded.",
+                "1 when the log writer's last database write (before any write, its start-up check) succeeded.",
             ),
             rows_written: counter(
                 "log_rows_written_total",

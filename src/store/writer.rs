@@ -41,7 +41,8 @@ pub struct WriterStats {
     pub replayed: u64,
     /// Records wait in the spill file.
     pub spill_pending: bool,
-    /// The last write succeeded.
+    /// The last write succeeded; before the first write, the writer's own check at start-up
+    /// (connect and migrate, tried again every `writer.retry_max_ms` until it passes).
     pub database_ok: bool,
 }
 
@@ -169,7 +170,8 @@ struct WriterTask {
 
 impl WriterTask {
     async fn run(mut self) {
-        if self.spill.has_pending() {
+        self.check(true).await;
+        if self.migrated && self.spill.has_pending() {
             let _ = self.replay().await;
         }
         while let Some(batch) = self.next_batch().await {
@@ -182,12 +184,41 @@ impl WriterTask {
         self.db.close().await;
     }
 
+    /// Connects and migrates before any record arrives, so `/health` tells whether the
+    /// database answers from the start instead of only after the first write. Only the
+    /// first failure is a warning; the retries while idle log at debug level.
+    async fn check(&mut self, first: bool) {
+        match self.migrate().await {
+            Ok(()) => self.mark_database_ok(),
+            Err(err) if first => {
+                tracing::warn!(error = %err, "log writer: the database does not answer yet; rows wait in memory and the spill file");
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, "log writer: the database still does not answer")
+            }
+        }
+    }
+
+    async fn migrate(&mut self) -> Result<(), StoreError> {
+        if !self.migrated {
+            self.db.migrate().await?;
+            self.migrated = true;
+        }
+        Ok(())
+    }
+
+    fn mark_database_ok(&self) {
+        if !self.counters.database_ok.swap(true, Ordering::AcqRel) {
+            tracing::info!("log writer: the database takes writes");
+        }
+    }
+
     /// Up to `batch_size` records, waiting at most `flush` after the first. `None` once the
-    /// queue is closed (shutdown) and empty. While idle with a spill file waiting, it retries
-    /// the replay every `retry_max`.
+    /// queue is closed (shutdown) and empty. While idle with a spill file waiting, or with
+    /// the start-up check not yet passed, it tries again every `retry_max`.
     async fn next_batch(&mut self) -> Option<Vec<LogRecord>> {
         let first = loop {
-            let replay_wait = if self.spill.has_pending() {
+            let retry_wait = if self.spill.has_pending() || !self.migrated {
                 self.retry_max
             } else {
                 Duration::from_secs(3600)
@@ -200,8 +231,13 @@ impl WriterTask {
                     self.rx_closed = true;
                 }
                 record = self.rx.recv() => break record?,
-                () = sleep(replay_wait) => {
-                    let _ = self.replay().await;
+                () = sleep(retry_wait) => {
+                    if !self.migrated {
+                        self.check(false).await;
+                    }
+                    if self.migrated && self.spill.has_pending() {
+                        let _ = self.replay().await;
+                    }
                 }
             }
         };
@@ -228,9 +264,7 @@ impl WriterTask {
                     self.counters
                         .written
                         .fetch_add(batch.len() as u64, Ordering::AcqRel);
-                    if !self.counters.database_ok.swap(true, Ordering::AcqRel) {
-                        tracing::info!("log writer: the database takes writes");
-                    }
+                    self.mark_database_ok();
                     if self.spill.has_pending() {
                         let _ = self.replay().await;
                     }
@@ -262,10 +296,7 @@ impl WriterTask {
     }
 
     async fn store(&mut self, batch: &[LogRecord]) -> Result<(), StoreError> {
-        if !self.migrated {
-            self.db.migrate().await?;
-            self.migrated = true;
-        }
+        self.migrate().await?;
         let mut chats = Vec::new();
         let mut ocrs = Vec::new();
         for record in batch {

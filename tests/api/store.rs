@@ -232,6 +232,44 @@ async fn mysql_outage_during_load_neither_slows_answers_nor_loses_rows() {
 }
 
 #[tokio::test]
+async fn sqlite_health_shows_the_database_up_before_any_write() {
+    let app = spawn_app_with(knobs(), |_| {}).await;
+    let writer = app
+        .wait_for_health("the database up", |h| {
+            h["log_writer"]["database_ok"] == true
+        })
+        .await["log_writer"]
+        .clone();
+    assert_eq!(writer["written"], 0, "{writer}");
+}
+
+/// An idle service started while the database is away shows it down, then up once it answers,
+/// with no request written in between.
+#[tokio::test]
+async fn mysql_health_follows_the_database_before_any_write() {
+    let test_db = TestDatabase::create().await;
+    let relay = Relay::start(server_addr()).await;
+    relay.set_up(false);
+    let url = test_db.url_via(relay.addr);
+    let app = spawn_app_with(knobs(), |c| outage_settings(c, url)).await;
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let writer = app.health().await["log_writer"].clone();
+    assert_eq!(writer["database_ok"], false, "{writer}");
+
+    relay.set_up(true);
+    let writer = app
+        .wait_for_health("the database up", |h| {
+            h["log_writer"]["database_ok"] == true
+        })
+        .await["log_writer"]
+        .clone();
+    assert_eq!(writer["written"], 0, "{writer}");
+    assert_eq!(writer["failed_attempts"], 0, "no write was tried: {writer}");
+    test_db.drop_database().await;
+}
+
+#[tokio::test]
 async fn mysql_spilled_rows_are_replayed_on_the_next_start() {
     let test_db = TestDatabase::create().await;
     let relay = Relay::start(server_addr()).await;
