@@ -4,12 +4,14 @@
 
 use std::borrow::Borrow;
 use std::str::FromStr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use sqlx::error::BoxDynError;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
-use sqlx::{Encode, MySql, QueryBuilder, Row, Sqlite, Type};
+use sqlx::{Arguments as _, AssertSqlSafe, Encode, MySql, Row, SqlSafeStr, SqlStr, Sqlite, Type};
 
 use crate::config::{DatabaseConfig, ms};
 
@@ -44,12 +46,87 @@ fn statement_rows<'a, R: 'a, B: Borrow<R>>(rows: &'a [B]) -> impl Iterator<Item 
     })
 }
 
-/// The INSERTs `statement` builds for `rows` (`statement_rows`): alone on the pool when there
-/// is one, else in one transaction.
+/// The SQL dialects of the two supported databases.
+#[derive(Debug, Clone, Copy)]
+enum Dialect {
+    MySql,
+    Sqlite,
+}
+
+/// How many statement sizes `statement_rows` makes: 1, 2, 4, ... `STATEMENT_ROWS`.
+const STATEMENT_SIZES: usize = STATEMENT_ROWS.trailing_zeros() as usize + 1;
+
+/// The text of a table's multi-row INSERT for each dialect and statement size, written once
+/// per process and shared by every batch after it.
+struct InsertSql {
+    table: &'static str,
+    columns: &'static str,
+    column_count: usize,
+    /// The unique column: a row whose key is already stored is skipped.
+    key: &'static str,
+    written: [[OnceLock<SqlStr>; STATEMENT_SIZES]; 2],
+}
+
+impl InsertSql {
+    const fn new(
+        table: &'static str,
+        columns: &'static str,
+        column_count: usize,
+        key: &'static str,
+    ) -> Self {
+        Self {
+            table,
+            columns,
+            column_count,
+            key,
+            written: [const { [const { OnceLock::new() }; STATEMENT_SIZES] }; 2],
+        }
+    }
+
+    /// The statement for `rows` rows, a size `statement_rows` makes.
+    fn text(&self, dialect: Dialect, rows: usize) -> SqlStr {
+        assert!(
+            rows.is_power_of_two() && rows <= STATEMENT_ROWS,
+            "not a statement size: {rows}"
+        );
+        self.written[dialect as usize][rows.trailing_zeros() as usize]
+            .get_or_init(|| AssertSqlSafe(self.write(dialect, rows)).into_sql_str())
+            .clone()
+    }
+
+    fn write(&self, dialect: Dialect, rows: usize) -> String {
+        let Self {
+            table,
+            columns,
+            key,
+            ..
+        } = self;
+        let row = format!("({})", vec!["?"; self.column_count].join(", "));
+        let values = vec![row; rows].join(", ");
+        let conflict = match dialect {
+            Dialect::MySql => format!("ON DUPLICATE KEY UPDATE {key} = {key}"),
+            Dialect::Sqlite => format!("ON CONFLICT ({key}) DO NOTHING"),
+        };
+        format!("INSERT INTO {table} ({columns}) VALUES {values} {conflict}")
+    }
+}
+
+static CHAT_INSERT: InsertSql =
+    InsertSql::new("chat_logs", CHAT_COLUMNS, CHAT_COLUMN_COUNT, "request_id");
+static OCR_INSERT: InsertSql =
+    InsertSql::new("ocr_results", OCR_COLUMNS, OCR_COLUMN_COUNT, "ocr_id");
+
+/// Adds one row's values to a statement's arguments, in the order of the table's columns.
+type Bind<DB, R> = fn(&mut <DB as sqlx::Database>::Arguments, &R) -> Result<(), BoxDynError>;
+
+/// The INSERTs of `sql` for `rows` (`statement_rows`): alone on the pool when there is one,
+/// else in one transaction.
 async fn execute_statements<DB, R, B: Borrow<R>>(
     pool: &sqlx::Pool<DB>,
     rows: &[B],
-    statement: impl Fn(&[&R]) -> QueryBuilder<DB>,
+    sql: &InsertSql,
+    dialect: Dialect,
+    bind: Bind<DB, R>,
 ) -> Result<(), sqlx::Error>
 where
     DB: sqlx::Database,
@@ -57,15 +134,23 @@ where
     for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
     for<'c> &'c mut <DB as sqlx::Database>::Connection: sqlx::Executor<'c, Database = DB>,
 {
+    let statement = |chunk: &[&R]| {
+        let mut arguments = <DB as sqlx::Database>::Arguments::default();
+        arguments.reserve(chunk.len() * sql.column_count, 0);
+        for row in chunk {
+            bind(&mut arguments, row).map_err(sqlx::Error::Encode)?;
+        }
+        Ok::<_, sqlx::Error>(sqlx::query_with(sql.text(dialect, chunk.len()), arguments))
+    };
     if rows.len() <= STATEMENT_ROWS {
         for chunk in statement_rows(rows) {
-            statement(&chunk).build().execute(pool).await?;
+            statement(&chunk)?.execute(pool).await?;
         }
         return Ok(());
     }
     let mut tx = pool.begin().await?;
     for chunk in statement_rows(rows) {
-        statement(&chunk).build().execute(&mut *tx).await?;
+        statement(&chunk)?.execute(&mut *tx).await?;
     }
     tx.commit().await
 }
@@ -197,13 +282,8 @@ impl Database {
         &self,
         rows: &[impl Borrow<ChatLogRecord>],
     ) -> Result<(), StoreError> {
-        self.insert_rows(
-            rows,
-            "request_id",
-            chat_insert::<MySql>,
-            chat_insert::<Sqlite>,
-        )
-        .await
+        self.insert_rows(rows, &CHAT_INSERT, bind_chat::<MySql>, bind_chat::<Sqlite>)
+            .await
     }
 
     /// Like [`Database::insert_chat_logs`], keyed on `ocr_id`.
@@ -211,37 +291,27 @@ impl Database {
         &self,
         rows: &[impl Borrow<OcrResultRecord>],
     ) -> Result<(), StoreError> {
-        self.insert_rows(rows, "ocr_id", ocr_insert::<MySql>, ocr_insert::<Sqlite>)
+        self.insert_rows(rows, &OCR_INSERT, bind_ocr::<MySql>, bind_ocr::<Sqlite>)
             .await
     }
 
-    /// Multi-row INSERTs, skipping rows whose unique `key` is already stored; in one
+    /// Multi-row INSERTs, skipping rows whose unique key is already stored; in one
     /// transaction when a batch takes more than one statement. The statements have a few
     /// sizes only (`statement_rows`), so each stays prepared on its connection: a statement
     /// per batch size would be prepared anew for every batch or, cached, grow the process.
     async fn insert_rows<R, B: Borrow<R>>(
         &self,
         rows: &[B],
-        key: &str,
-        mysql: fn(&[&R]) -> QueryBuilder<MySql>,
-        sqlite: fn(&[&R]) -> QueryBuilder<Sqlite>,
+        sql: &InsertSql,
+        mysql: Bind<MySql, R>,
+        sqlite: Bind<Sqlite, R>,
     ) -> Result<(), StoreError> {
         match self {
             Self::MySql(pool) => {
-                execute_statements(pool, rows, |chunk| {
-                    let mut query = mysql(chunk);
-                    query.push(format!(" ON DUPLICATE KEY UPDATE {key} = {key}"));
-                    query
-                })
-                .await?;
+                execute_statements(pool, rows, sql, Dialect::MySql, mysql).await?;
             }
             Self::Sqlite(pool) => {
-                execute_statements(pool, rows, |chunk| {
-                    let mut query = sqlite(chunk);
-                    query.push(format!(" ON CONFLICT ({key}) DO NOTHING"));
-                    query
-                })
-                .await?;
+                execute_statements(pool, rows, sql, Dialect::Sqlite, sqlite).await?;
             }
         }
         Ok(())
@@ -426,69 +496,63 @@ fn int(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-fn chat_insert<DB>(rows: &[&ChatLogRecord]) -> QueryBuilder<DB>
+fn bind_chat<DB>(arguments: &mut DB::Arguments, r: &ChatLogRecord) -> Result<(), BoxDynError>
 where
     DB: sqlx::Database,
-    <DB as sqlx::Database>::Arguments: Default,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
     for<'q> String: Encode<'q, DB> + Type<DB>,
     for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
     for<'q> i64: Encode<'q, DB> + Type<DB>,
     for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
     for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
 {
-    let mut query = QueryBuilder::<DB>::new(format!("INSERT INTO chat_logs ({CHAT_COLUMNS}) "));
-    query.push_values(rows, |mut row, r| {
-        row.push_bind(r.request_id.clone())
-            .push_bind(r.session_id.clone())
-            .push_bind(r.user_id.clone())
-            .push_bind(r.client_key_id.clone())
-            .push_bind(r.model.clone())
-            .push_bind(r.request_messages.to_string())
-            .push_bind(r.answer.clone())
-            .push_bind(r.tool_calls.as_ref().map(ToString::to_string))
-            .push_bind(r.status.clone())
-            .push_bind(r.error_code.clone())
-            .push_bind(r.error_message.clone())
-            .push_bind(r.finish_reason.clone())
-            .push_bind(r.prompt_tokens.map(int))
-            .push_bind(r.completion_tokens.map(int))
-            .push_bind(int(r.queue_ms))
-            .push_bind(r.ttft_ms.map(int))
-            .push_bind(int(r.total_ms))
-            .push_bind(r.created_at);
-    });
-    query
+    arguments.add(r.request_id.as_str())?;
+    arguments.add(r.session_id.as_deref())?;
+    arguments.add(r.user_id.as_deref())?;
+    arguments.add(r.client_key_id.as_deref())?;
+    arguments.add(r.model.as_str())?;
+    arguments.add(r.request_messages.to_string())?;
+    arguments.add(r.answer.as_str())?;
+    arguments.add(r.tool_calls.as_ref().map(ToString::to_string))?;
+    arguments.add(r.status.as_str())?;
+    arguments.add(r.error_code.as_deref())?;
+    arguments.add(r.error_message.as_deref())?;
+    arguments.add(r.finish_reason.as_deref())?;
+    arguments.add(r.prompt_tokens.map(int))?;
+    arguments.add(r.completion_tokens.map(int))?;
+    arguments.add(int(r.queue_ms))?;
+    arguments.add(r.ttft_ms.map(int))?;
+    arguments.add(int(r.total_ms))?;
+    arguments.add(r.created_at)
 }
 
-fn ocr_insert<DB>(rows: &[&OcrResultRecord]) -> QueryBuilder<DB>
+fn bind_ocr<DB>(arguments: &mut DB::Arguments, r: &OcrResultRecord) -> Result<(), BoxDynError>
 where
     DB: sqlx::Database,
-    <DB as sqlx::Database>::Arguments: Default,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
     for<'q> String: Encode<'q, DB> + Type<DB>,
     for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
     for<'q> i64: Encode<'q, DB> + Type<DB>,
     for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
     for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
 {
-    let mut query = QueryBuilder::<DB>::new(format!("INSERT INTO ocr_results ({OCR_COLUMNS}) "));
-    query.push_values(rows, |mut row, r| {
-        row.push_bind(r.ocr_id.clone())
-            .push_bind(r.request_id.clone())
-            .push_bind(r.image_url.clone())
-            .push_bind(r.url_type.clone())
-            .push_bind(r.status.clone())
-            .push_bind(r.error_code.clone())
-            .push_bind(r.ocr_fund_code.clone())
-            .push_bind(r.ocr_hold_share.clone())
-            .push_bind(r.funds.as_ref().map(ToString::to_string))
-            .push_bind(r.ocr_text.clone())
-            .push_bind(r.fetch_ms.map(int))
-            .push_bind(r.ocr_ms.map(int))
-            .push_bind(int(r.elapsed_ms))
-            .push_bind(r.created_at)
-            .push_bind(r.created_at);
-    });
-    query
+    arguments.add(r.ocr_id.as_str())?;
+    arguments.add(r.request_id.as_str())?;
+    arguments.add(r.image_url.as_str())?;
+    arguments.add(r.url_type.as_str())?;
+    arguments.add(r.status.as_str())?;
+    arguments.add(r.error_code.as_deref())?;
+    arguments.add(r.ocr_fund_code.as_deref())?;
+    arguments.add(r.ocr_hold_share.as_deref())?;
+    arguments.add(r.funds.as_ref().map(ToString::to_string))?;
+    arguments.add(r.ocr_text.as_str())?;
+    arguments.add(r.fetch_ms.map(int))?;
+    arguments.add(r.ocr_ms.map(int))?;
+    arguments.add(int(r.elapsed_ms))?;
+    arguments.add(r.created_at)?;
+    arguments.add(r.created_at)
 }
 
 #[cfg(test)]
@@ -567,6 +631,26 @@ mod tests {
         // capacity), the largest of them 130 rows long.
         assert_eq!(cached().await - before, 7);
         assert_eq!(db.count_chat_logs().await.expect("count"), stored);
+    }
+
+    #[test]
+    fn statements_hold_a_placeholder_per_value_and_the_conflict_clause() {
+        for rows in [1, 2, 64] {
+            for (dialect, conflict) in [
+                (Dialect::MySql, "ON DUPLICATE KEY UPDATE ocr_id = ocr_id"),
+                (Dialect::Sqlite, "ON CONFLICT (ocr_id) DO NOTHING"),
+            ] {
+                let sql = OCR_INSERT.text(dialect, rows);
+                let text = sql.as_str();
+                assert!(
+                    text.starts_with("INSERT INTO ocr_results (ocr_id, "),
+                    "{text}"
+                );
+                assert_eq!(text.matches('?').count(), rows * OCR_COLUMN_COUNT, "{text}");
+                assert_eq!(text.matches("), (").count(), rows - 1, "{text}");
+                assert!(text.ends_with(conflict), "{text}");
+            }
+        }
     }
 
     #[test]
