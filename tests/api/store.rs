@@ -231,15 +231,19 @@ async fn mysql_outage_during_load_neither_slows_answers_nor_loses_rows() {
     test_db.drop_database().await;
 }
 
+/// The log writer's numbers once `/health` shows the database up.
+async fn writer_once_database_up(app: &TestApp) -> Value {
+    app.wait_for_health("the database up", |h| {
+        h["log_writer"]["database_ok"] == true
+    })
+    .await["log_writer"]
+        .clone()
+}
+
 #[tokio::test]
 async fn sqlite_health_shows_the_database_up_before_any_write() {
     let app = spawn_app_with(knobs(), |_| {}).await;
-    let writer = app
-        .wait_for_health("the database up", |h| {
-            h["log_writer"]["database_ok"] == true
-        })
-        .await["log_writer"]
-        .clone();
+    let writer = writer_once_database_up(&app).await;
     assert_eq!(writer["written"], 0, "{writer}");
 }
 
@@ -258,12 +262,7 @@ async fn mysql_health_follows_the_database_before_any_write() {
     assert_eq!(writer["database_ok"], false, "{writer}");
 
     relay.set_up(true);
-    let writer = app
-        .wait_for_health("the database up", |h| {
-            h["log_writer"]["database_ok"] == true
-        })
-        .await["log_writer"]
-        .clone();
+    let writer = writer_once_database_up(&app).await;
     assert_eq!(writer["written"], 0, "{writer}");
     assert_eq!(writer["failed_attempts"], 0, "no write was tried: {writer}");
     test_db.drop_database().await;
