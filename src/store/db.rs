@@ -98,10 +98,11 @@ impl InsertSql {
         let Self {
             table,
             columns,
+            column_count,
             key,
             ..
         } = self;
-        let row = format!("({})", vec!["?"; self.column_count].join(", "));
+        let row = format!("({})", vec!["?"; *column_count].join(", "));
         let values = vec![row; rows].join(", ");
         let conflict = match dialect {
             Dialect::MySql => format!("ON DUPLICATE KEY UPDATE {key} = {key}"),

@@ -170,10 +170,7 @@ struct WriterTask {
 
 impl WriterTask {
     async fn run(mut self) {
-        self.check(true).await;
-        if self.migrated && self.spill.has_pending() {
-            let _ = self.replay().await;
-        }
+        self.catch_up(true).await;
         while let Some(batch) = self.next_batch().await {
             self.write_with_retry(batch).await;
         }
@@ -182,6 +179,17 @@ impl WriterTask {
             let _ = self.replay().await;
         }
         self.db.close().await;
+    }
+
+    /// What the writer does at start-up and while idle: reaches for the database if it has
+    /// not answered yet, then replays the spill file if one waits.
+    async fn catch_up(&mut self, first: bool) {
+        if !self.migrated {
+            self.check(first).await;
+        }
+        if self.migrated && self.spill.has_pending() {
+            let _ = self.replay().await;
+        }
     }
 
     /// Connects and migrates before any record arrives, so `/health` tells whether the
@@ -231,14 +239,7 @@ impl WriterTask {
                     self.rx_closed = true;
                 }
                 record = self.rx.recv() => break record?,
-                () = sleep(retry_wait) => {
-                    if !self.migrated {
-                        self.check(false).await;
-                    }
-                    if self.migrated && self.spill.has_pending() {
-                        let _ = self.replay().await;
-                    }
-                }
+                () = sleep(retry_wait) => self.catch_up(false).await,
             }
         };
         let mut batch = Vec::with_capacity(self.batch_size.min(1024));
