@@ -1,0 +1,361 @@
+//! The sections of `config.toml`, each with its defaults (the shipped file lists the same values).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::DEMO_BASE_URL;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on; port 0 picks a free port (the log line `listening on` names it).
+    pub bind: String,
+    /// How long streams in flight may run on after SIGTERM/SIGINT before they are ended.
+    pub shutdown_grace_ms: u64,
+    /// Interval of SSE keep-alive comments on an idle stream.
+    pub keepalive_ms: u64,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// A client must send a whole request head within this of connecting (or of its first byte
+    /// after an answered request on the same connection).
+    pub header_read_timeout_ms: u64,
+    /// A connection with no request in progress is closed after this.
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            shutdown_grace_ms: 10_000,
+            keepalive_ms: 15_000,
+            max_body_bytes: 1024 * 1024,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Client keys (`Authorization: Bearer KEY`): each the key itself or `sha256:HEX` of it.
+    pub keys: Vec<String>,
+    /// Environment variable with more keys, comma-separated.
+    pub keys_env: String,
+    /// Run without keys on a non-loopback bind (refused otherwise).
+    pub disabled: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            keys_env: "CHAT_PROXY_CLIENT_KEYS".into(),
+            disabled: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// `demo` for the built-in offline model, else the API root (`https://api.openai.com/v1`).
+    pub base_url: String,
+    /// Model name sent upstream.
+    pub model: String,
+    /// Name of the environment variable holding the API key (never the key itself).
+    pub api_key_env: String,
+    pub connect_timeout_ms: u64,
+    /// From sending the request to the first streamed chunk (covers the response headers).
+    pub first_chunk_timeout_ms: u64,
+    /// Longest silence between two chunks once streaming.
+    pub chunk_gap_timeout_ms: u64,
+    /// Whole upstream request, first byte to last.
+    pub total_timeout_ms: u64,
+    /// Retries on connect errors, 429 and 5xx, only before anything reached the client.
+    pub max_retries: u32,
+    /// First backoff; doubled on each retry.
+    pub retry_backoff_ms: u64,
+    /// Speak HTTP/2 without negotiation (h2c) to a plain-`http` upstream that supports it, so
+    /// all streams share one connection. `https` upstreams negotiate HTTP/2 by themselves.
+    pub http2_prior_knowledge: bool,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            base_url: DEMO_BASE_URL.into(),
+            model: "demo".into(),
+            api_key_env: "CHAT_PROXY_API_KEY".into(),
+            connect_timeout_ms: 5_000,
+            first_chunk_timeout_ms: 60_000,
+            chunk_gap_timeout_ms: 30_000,
+            total_timeout_ms: 300_000,
+            max_retries: 2,
+            retry_backoff_ms: 200,
+            http2_prior_knowledge: false,
+        }
+    }
+}
+
+impl UpstreamConfig {
+    pub fn is_demo(&self) -> bool {
+        self.base_url == DEMO_BASE_URL
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Upstream requests open at once (the upstream's parallel limit).
+    pub max_concurrent_upstream: usize,
+    /// Longest wait for a permit before the request fails with `queue_timeout`.
+    pub queue_timeout_ms: u64,
+    /// Requests allowed to wait for a permit; one more is refused with 429 at once.
+    pub max_queue: usize,
+    /// Most messages in one `/answer` request.
+    pub max_messages: usize,
+    /// Most characters of message text in one `/answer` request.
+    pub max_input_chars: usize,
+    /// `/answer` requests one client (key, or address when no keys are set) may have open at
+    /// once; 0 for no limit.
+    pub per_key_max_concurrent: usize,
+    /// `/answer` requests one client may start per minute, on average; 0 for no limit.
+    pub per_key_requests_per_minute: u32,
+    /// Requests one client may start in a burst before the per-minute rate applies.
+    pub per_key_burst: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent_upstream: 5,
+            queue_timeout_ms: 60_000,
+            max_queue: 2_000,
+            max_messages: 200,
+            max_input_chars: 200_000,
+            per_key_max_concurrent: 0,
+            per_key_requests_per_minute: 0,
+            per_key_burst: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoConfig {
+    /// Delay before the demo model's first chunk.
+    pub first_chunk_delay_ms: u64,
+    /// Delay between the demo model's chunks.
+    pub token_delay_ms: u64,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self {
+            first_chunk_delay_ms: 150,
+            token_delay_ms: 40,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH?mode=rwc` (embedded default) or `mysql://USER@HOST:PORT/DB`.
+    pub url: String,
+    /// Name of the environment variable holding the database password, if any.
+    pub password_env: String,
+    pub max_connections: u32,
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://data/chat-proxy.db?mode=rwc".into(),
+            password_env: "CHAT_PROXY_DB_PASSWORD".into(),
+            max_connections: 4,
+            connect_timeout_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WriterConfig {
+    /// Records held in memory waiting for the database; beyond it they go to the spill file.
+    pub queue_capacity: usize,
+    /// Most rows written in one transaction (in INSERTs of up to 64 rows).
+    pub batch_size: usize,
+    /// Longest a record waits for its batch to fill.
+    pub flush_ms: u64,
+    /// Append-only JSON-lines file for records the database could not take yet.
+    pub spill_path: PathBuf,
+    /// First retry delay after a failed write; doubled up to `retry_max_ms`.
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    /// On shutdown, how long to keep trying the database before spilling the rest.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 10_000,
+            batch_size: 500,
+            flush_ms: 50,
+            spill_path: PathBuf::from("data/spill.jsonl"),
+            retry_initial_ms: 100,
+            retry_max_ms: 5_000,
+            drain_timeout_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OcrConfig {
+    /// Tesseract languages.
+    pub languages: String,
+    /// The OCR worker binary; empty means `chat-proxy-ocr` beside the server's executable.
+    pub worker_program: PathBuf,
+    /// Engines in the pool (recognitions at once); 0 means one per CPU core.
+    pub pool_size: usize,
+    /// Create the engines at start-up (about 0.2 s and 110 MB each) rather than on first use.
+    pub preload: bool,
+    /// Largest image accepted, downloaded or uploaded.
+    pub max_image_bytes: usize,
+    /// Largest decoded image, width times height (decompression bombs are refused).
+    pub max_pixels: u64,
+    pub connect_timeout_ms: u64,
+    /// The whole download.
+    pub fetch_timeout_ms: u64,
+    pub max_redirects: usize,
+    /// Hosts an `oss` image may come from: exact names or `*.suffix` patterns.
+    pub oss_hosts: Vec<String>,
+    /// Folder `7min_local` image paths are read from (`image_url` is a path inside it).
+    pub local_root: PathBuf,
+    /// Let downloads reach loopback and private addresses (for test setups only).
+    pub allow_private_networks: bool,
+    /// `url_type` when a request gives none (the model's tool calls, uploads).
+    pub default_url_type: String,
+    /// Longest a whole recognition may take, download included.
+    pub timeout_ms: u64,
+    /// Most images in one `POST /ocr/jobs`.
+    pub max_job_items: usize,
+}
+
+impl Default for OcrConfig {
+    fn default() -> Self {
+        Self {
+            languages: "chi_sim+eng".into(),
+            worker_program: PathBuf::new(),
+            pool_size: 0,
+            preload: true,
+            max_image_bytes: 10 * 1024 * 1024,
+            max_pixels: 40_000_000,
+            connect_timeout_ms: 3_000,
+            fetch_timeout_ms: 15_000,
+            max_redirects: 3,
+            oss_hosts: vec!["*.aliyuncs.com".into()],
+            local_root: PathBuf::from("data/images"),
+            allow_private_networks: false,
+            default_url_type: "oss".into(),
+            timeout_ms: 60_000,
+            max_job_items: 1_000,
+        }
+    }
+}
+
+impl OcrConfig {
+    pub fn engines(&self) -> usize {
+        if self.pool_size > 0 {
+            self.pool_size
+        } else {
+            std::thread::available_parallelism().map_or(1, usize::from)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ToolsConfig {
+    /// Offer the model the `ocr_image` tool on `/answer`.
+    pub enabled: bool,
+    /// Most tool rounds in one answer; after that the model is asked once more without tools.
+    pub max_rounds: usize,
+}
+
+impl Default for ToolsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_rounds: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PromptsConfig {
+    /// Folder with `system.txt` and `ocr_tool.txt`, read at start-up.
+    pub dir: PathBuf,
+}
+
+impl Default for PromptsConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("prompts"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// tracing filter, e.g. `info` or `chat_proxy=debug,info`; `RUST_LOG` wins when set.
+    pub filter: String,
+    /// Include the user's question and the model's reply in the exchange log line.
+    pub user_text: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            filter: "info".into(),
+            user_text: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    /// Browser origins allowed to call the API (`https://chat.example.com`), or `*` for any.
+    /// Empty: no CORS headers at all.
+    pub allowed_origins: Vec<String>,
+    /// How long browsers may cache a preflight answer.
+    pub max_age_s: u64,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            max_age_s: 600,
+        }
+    }
+}
