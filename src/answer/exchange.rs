@@ -13,7 +13,6 @@ use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -27,87 +26,9 @@ use crate::upstream::wire::{UpstreamMessage, Usage};
 use crate::upstream::{ChunkStream, UpstreamClient, UpstreamError};
 
 use super::burst::{Burst, ready_within_a_turn};
+use super::events::{AnswerEvent, DoneInfo, ExchangeOutcome, ExchangeStatus, Meta, Timings};
 use super::request::AnswerRequest;
 use super::tools::{CallAssembler, ToolBox, ToolCall};
-
-/// What the client is told, in order: `Meta`, maybe `Queued`, `Delta`s, then `Done` or `Error`.
-/// All but `Delta` and `Queued` are boxed: a channel's slots are sized for the largest variant
-/// (32 slots are allocated per open stream), and most events are deltas.
-#[derive(Debug, Clone)]
-pub enum AnswerEvent {
-    Meta(Box<Meta>),
-    Queued { position: usize },
-    Delta(String),
-    ToolCall(Box<ToolCall>),
-    ToolResult(Box<Value>),
-    Done(Box<DoneInfo>),
-    Error(Box<ApiError>),
-}
-
-/// The first event of every stream.
-#[derive(Debug, Clone, Serialize)]
-pub struct Meta {
-    pub request_id: String,
-    /// `demo` for the built-in model.
-    pub model: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct DoneInfo {
-    pub finish_reason: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub usage: Option<Usage>,
-    pub timings: Timings,
-    /// Each tool call with its result, for `stream: false` (streams saw them as events).
-    #[serde(skip)]
-    pub tool_calls: Vec<Value>,
-}
-
-#[derive(Debug, Clone, Copy, Default, Serialize, utoipa::ToSchema)]
-pub struct Timings {
-    /// Waiting for a permit.
-    pub queue_ms: u64,
-    /// From the request's arrival to the first answer text; `None` if none came.
-    pub ttft_ms: Option<u64>,
-    pub total_ms: u64,
-}
-
-/// How an exchange ended, for the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ExchangeStatus {
-    Ok,
-    Error,
-    Cancelled,
-    QueueTimeout,
-    ShuttingDown,
-}
-
-impl ExchangeStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Ok => "ok",
-            Self::Error => "error",
-            Self::Cancelled => "cancelled",
-            Self::QueueTimeout => "queue_timeout",
-            Self::ShuttingDown => "shutting_down",
-        }
-    }
-}
-
-/// The whole story of one exchange, handed to the log writer.
-#[derive(Debug, Clone)]
-pub struct ExchangeOutcome {
-    pub status: ExchangeStatus,
-    /// The answer text as far as it got (partial when cancelled or failed).
-    pub answer: String,
-    pub finish_reason: Option<String>,
-    pub usage: Option<Usage>,
-    pub error: Option<(String, String)>,
-    pub timings: Timings,
-    /// Each tool call with its result (`null` if it never returned), for the log.
-    pub tool_calls: Vec<Value>,
-}
 
 /// The shared handles an exchange uses.
 #[derive(Clone)]
