@@ -1,6 +1,6 @@
 //! The database: MySQL (production) or SQLite (embedded default) as two concrete pools behind
 //! one type (sqlx's `Any` driver cannot read MySQL's DATETIME), migrations for each, and the
-//! writer's INSERTs (their statements are in [`super::insert`]) and the reads back.
+//! writer's INSERTs (their statements are written in `insert.rs`) and the reads back.
 
 use std::borrow::Borrow;
 use std::str::FromStr;
