@@ -187,9 +187,9 @@ mod tests {
         assert_eq!(config.server.bind, "127.0.0.1:8080");
     }
 
-    #[test]
-    fn the_shipped_config_lists_every_key() {
-        fn keys(value: &toml::Value, prefix: &str, out: &mut Vec<String>) {
+    /// Every key under `value` (`section.key`) with its value.
+    fn leaf_keys(value: &toml::Value) -> Vec<(String, toml::Value)> {
+        fn walk(value: &toml::Value, prefix: &str, out: &mut Vec<(String, toml::Value)>) {
             if let toml::Value::Table(table) = value {
                 for (k, v) in table {
                     let name = if prefix.is_empty() {
@@ -198,23 +198,50 @@ mod tests {
                         format!("{prefix}.{k}")
                     };
                     if v.is_table() {
-                        keys(v, &name, out);
+                        walk(v, &name, out);
                     } else {
-                        out.push(name);
+                        out.push((name, v.clone()));
                     }
                 }
             }
         }
-        let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config.toml");
-        let text = std::fs::read_to_string(shipped).expect("config.toml");
-        let shipped: toml::Value = toml::from_str(&text).expect("valid TOML");
-        let defaults = toml::Value::try_from(Config::default()).expect("serialises");
-        let (mut want, mut have) = (Vec::new(), Vec::new());
-        keys(&defaults, "", &mut want);
-        keys(&shipped, "", &mut have);
-        want.sort();
-        have.sort();
-        assert_eq!(have, want, "config.toml must list every key");
+        let mut out = Vec::new();
+        walk(value, "", &mut out);
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    fn defaults() -> Vec<(String, toml::Value)> {
+        leaf_keys(&toml::Value::try_from(Config::default()).expect("serialises"))
+    }
+
+    fn repo_file(name: &str) -> String {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(name);
+        std::fs::read_to_string(&path).expect("a file of the repository")
+    }
+
+    #[test]
+    fn the_shipped_config_lists_every_key_with_its_default() {
+        let shipped: toml::Value = toml::from_str(&repo_file("config.toml")).expect("valid TOML");
+        assert_eq!(
+            leaf_keys(&shipped),
+            defaults(),
+            "config.toml must list every key with its default"
+        );
+    }
+
+    #[test]
+    fn the_readme_lists_every_key_with_its_default() {
+        let readme = repo_file("README.md");
+        for (key, value) in defaults() {
+            let shown = match &value {
+                toml::Value::String(text) if text.is_empty() => "\"\"".to_owned(),
+                toml::Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            let row = format!("| `{key}` | `{shown}` |");
+            assert!(readme.contains(&row), "README.md has no row `{row}`");
+        }
     }
 
     #[test]
