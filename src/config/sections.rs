@@ -196,6 +196,7 @@ pub struct WriterConfig {
     pub spill_path: PathBuf,
     /// First retry delay after a failed write; doubled up to `retry_max_ms`.
     pub retry_initial_ms: u64,
+    /// Longest retry delay; also how often an idle writer checks the database.
     pub retry_max_ms: u64,
     /// On shutdown, how long to keep trying the database before spilling the rest.
     pub drain_timeout_ms: u64,

@@ -185,6 +185,19 @@ impl Database {
         self.insert_chat_logs(std::slice::from_ref(row)).await
     }
 
+    /// One round trip to the database (`SELECT 1`): whether it answers now.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Self::MySql(pool) => {
+                sqlx::query("SELECT 1").execute(pool).await?;
+            }
+            Self::Sqlite(pool) => {
+                sqlx::query("SELECT 1").execute(pool).await?;
+            }
+        }
+        Ok(())
+    }
+
     pub async fn count_chat_logs(&self) -> Result<u64, StoreError> {
         self.count("SELECT COUNT(*) FROM chat_logs").await
     }

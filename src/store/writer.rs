@@ -41,8 +41,9 @@ pub struct WriterStats {
     pub replayed: u64,
     /// Records wait in the spill file.
     pub spill_pending: bool,
-    /// The last write succeeded; before the first write, the writer's own check at start-up
-    /// (connect and migrate, tried again every `writer.retry_max_ms` until it passes).
+    /// The database answered the writer's last write or check. Before the first write, that
+    /// is the check at start-up (connect and migrate); while idle, a `SELECT 1` every
+    /// `writer.retry_max_ms`.
     pub database_ok: bool,
 }
 
@@ -182,13 +183,34 @@ impl WriterTask {
     }
 
     /// What the writer does at start-up and while idle: reaches for the database if it has
-    /// not answered yet, then replays the spill file if one waits.
+    /// not answered yet, then replays the spill file if one waits; with nothing to replay,
+    /// checks that the database still answers.
     async fn catch_up(&mut self, first: bool) {
         if !self.migrated {
             self.check(first).await;
+        } else if !self.spill.has_pending() {
+            self.ping().await;
         }
         if self.migrated && self.spill.has_pending() {
             let _ = self.replay().await;
+        }
+    }
+
+    /// Keeps `database_ok` true to the database while no record comes: without it, a database
+    /// that went away after the last write would show as up until the next write failed.
+    async fn ping(&self) {
+        // Shutdown does not wait for a database that does not answer.
+        let answered = tokio::select! {
+            answered = self.db.ping() => answered,
+            () = self.closing.cancelled() => return,
+        };
+        match answered {
+            Ok(()) => self.mark_database_ok(),
+            Err(err) => {
+                if self.counters.database_ok.swap(false, Ordering::AcqRel) {
+                    tracing::warn!(error = %err, "log writer: the database stopped answering; rows wait in memory and the spill file");
+                }
+            }
         }
     }
 
@@ -222,15 +244,10 @@ impl WriterTask {
     }
 
     /// Up to `batch_size` records, waiting at most `flush` after the first. `None` once the
-    /// queue is closed (shutdown) and empty. While idle with a spill file waiting, or with
-    /// the start-up check not yet passed, it tries again every `retry_max`.
+    /// queue is closed (shutdown) and empty. While idle it reaches for the database every
+    /// `retry_max` (`catch_up`).
     async fn next_batch(&mut self) -> Option<Vec<LogRecord>> {
         let first = loop {
-            let retry_wait = if self.spill.has_pending() || !self.migrated {
-                self.retry_max
-            } else {
-                Duration::from_secs(3600)
-            };
             tokio::select! {
                 biased;
                 () = self.closing.cancelled(), if !self.rx_closed => {
@@ -239,7 +256,7 @@ impl WriterTask {
                     self.rx_closed = true;
                 }
                 record = self.rx.recv() => break record?,
-                () = sleep(retry_wait) => self.catch_up(false).await,
+                () = sleep(self.retry_max) => self.catch_up(false).await,
             }
         };
         let mut batch = Vec::with_capacity(self.batch_size.min(1024));

@@ -274,6 +274,32 @@ async fn mysql_health_follows_the_database_before_any_write() {
     test_db.drop_database().await;
 }
 
+/// A database that goes away while no request comes shows as down on `/health`, and as up
+/// again once it answers, without a write tried in between.
+#[tokio::test]
+async fn mysql_health_follows_the_database_while_idle() {
+    let test_db = TestDatabase::create().await;
+    let relay = Relay::start(server_addr()).await;
+    let url = test_db.url_via(relay.addr);
+    let app = spawn_app_with(knobs(), |c| outage_settings(c, url)).await;
+    writer_once_database_up(&app).await;
+
+    relay.set_up(false);
+    let writer = app
+        .wait_for_health("the database down", |h| {
+            h["log_writer"]["database_ok"] == false
+        })
+        .await["log_writer"]
+        .clone();
+    assert_eq!(writer["failed_attempts"], 0, "no write was tried: {writer}");
+
+    relay.set_up(true);
+    let writer = writer_once_database_up(&app).await;
+    assert_eq!(writer["written"], 0, "{writer}");
+    assert_eq!(writer["failed_attempts"], 0, "no write was tried: {writer}");
+    test_db.drop_database().await;
+}
+
 #[tokio::test]
 async fn mysql_spilled_rows_are_replayed_on_the_next_start() {
     let test_db = TestDatabase::create().await;
