@@ -180,8 +180,8 @@ mod tests {
 
     #[test]
     fn shipped_config_loads_with_defaults() {
-        let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config.toml");
-        let config = Config::load_with_env(&[shipped], env(&[])).expect("shipped config is valid");
+        let config = Config::load_with_env(&[repo_path("config.toml")], env(&[]))
+            .expect("shipped config is valid");
         assert!(config.upstream.is_demo());
         assert_eq!(config.limits.max_concurrent_upstream, 5);
         assert_eq!(config.server.bind, "127.0.0.1:8080");
@@ -215,9 +215,12 @@ mod tests {
         leaf_keys(&toml::Value::try_from(Config::default()).expect("serialises"))
     }
 
+    fn repo_path(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(name)
+    }
+
     fn repo_file(name: &str) -> String {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(name);
-        std::fs::read_to_string(&path).expect("a file of the repository")
+        std::fs::read_to_string(repo_path(name)).expect("a file of the repository")
     }
 
     #[test]
