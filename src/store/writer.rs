@@ -207,7 +207,7 @@ impl WriterTask {
         match answered {
             Ok(()) => self.mark_database_ok(),
             Err(err) => {
-                if self.counters.database_ok.swap(false, Ordering::AcqRel) {
+                if self.mark_database_down() {
                     tracing::warn!(error = %err, "log writer: the database stopped answering; rows wait in memory and the spill file");
                 }
             }
@@ -241,6 +241,11 @@ impl WriterTask {
         if !self.counters.database_ok.swap(true, Ordering::AcqRel) {
             tracing::info!("log writer: the database takes writes");
         }
+    }
+
+    /// Whether the database was up until now: the callers warn only on that change.
+    fn mark_database_down(&self) -> bool {
+        self.counters.database_ok.swap(false, Ordering::AcqRel)
     }
 
     /// Up to `batch_size` records, waiting at most `flush` after the first. `None` once the
@@ -290,9 +295,7 @@ impl WriterTask {
                 }
                 Err(err) => {
                     self.counters.failed_attempts.fetch_add(1, Ordering::AcqRel);
-                    if self.counters.database_ok.swap(false, Ordering::AcqRel)
-                        || delay == self.retry_initial
-                    {
+                    if self.mark_database_down() || delay == self.retry_initial {
                         tracing::warn!(error = %err, rows = batch.len(), "log writer: write failed; retrying");
                     }
                 }
@@ -346,7 +349,7 @@ impl WriterTask {
             for chunk in records.chunks(self.batch_size) {
                 if let Err(err) = self.store(chunk).await {
                     self.counters.failed_attempts.fetch_add(1, Ordering::AcqRel);
-                    self.counters.database_ok.store(false, Ordering::Release);
+                    self.mark_database_down();
                     tracing::debug!(error = %err, "log writer: spill replay waits for the database");
                     return Err(err);
                 }
