@@ -1,12 +1,17 @@
 //! The one error type handlers return: a status, a stable machine code and a message the client
 //! may read, rendered as `{"error": {"code", "message"}}`. Internals are logged, never sent.
+//!
+//! This is also the one place where domain errors (which know nothing of HTTP) get their status.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::limiter::QueueError;
+use crate::answer::{AdmissionError, ExchangeError, RequestError};
+use crate::client_limits::Refusal;
+use crate::ocr::OcrError;
+use crate::permit_queue::QueueError;
 use crate::upstream::UpstreamError;
 
 #[derive(Debug, Clone)]
@@ -69,19 +74,17 @@ impl ApiError {
     }
 }
 
-impl From<QueueError> for ApiError {
-    fn from(err: QueueError) -> Self {
+impl From<&QueueError> for ApiError {
+    fn from(err: &QueueError) -> Self {
         match err {
             QueueError::Full { .. } => {
-                Self::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", err.to_string())
+                Self::new(StatusCode::TOO_MANY_REQUESTS, err.code(), err.to_string())
                     .with_retry_after(1)
             }
-            QueueError::Timeout { waited } => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "queue_timeout",
-                err.to_string(),
-            )
-            .with_retry_after(waited.as_secs().clamp(1, 60)),
+            QueueError::Timeout { waited } => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, err.code(), err.to_string())
+                    .with_retry_after(waited.as_secs().clamp(1, 60))
+            }
         }
     }
 }
@@ -92,6 +95,61 @@ impl From<&UpstreamError> for ApiError {
             StatusCode::GATEWAY_TIMEOUT
         } else {
             StatusCode::BAD_GATEWAY
+        };
+        Self::new(status, err.code(), err.to_string())
+    }
+}
+
+impl From<&Refusal> for ApiError {
+    fn from(refusal: &Refusal) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            refusal.code(),
+            refusal.to_string(),
+        )
+        .with_retry_after(refusal.retry_after_secs())
+    }
+}
+
+impl From<RequestError> for ApiError {
+    fn from(err: RequestError) -> Self {
+        Self::bad_request(err.code(), err.to_string())
+    }
+}
+
+impl From<AdmissionError> for ApiError {
+    fn from(err: AdmissionError) -> Self {
+        match &err {
+            AdmissionError::ShuttingDown => Self::shutting_down(),
+            AdmissionError::ClientLimit(refusal) => refusal.into(),
+            AdmissionError::Queue(err) => err.into(),
+        }
+    }
+}
+
+impl From<&ExchangeError> for ApiError {
+    fn from(err: &ExchangeError) -> Self {
+        match err {
+            ExchangeError::ShuttingDown => Self::shutting_down(),
+            ExchangeError::Queue(err) => err.into(),
+            ExchangeError::Upstream(err) => err.into(),
+            ExchangeError::ToolRoundLimit | ExchangeError::ToolsOff => {
+                Self::new(StatusCode::BAD_GATEWAY, err.code(), err.to_string())
+            }
+        }
+    }
+}
+
+impl From<&OcrError> for ApiError {
+    fn from(err: &OcrError) -> Self {
+        let status = match err {
+            OcrError::InvalidRequest(_) | OcrError::Forbidden(_) => StatusCode::BAD_REQUEST,
+            OcrError::NotFound(_) => StatusCode::NOT_FOUND,
+            OcrError::Download(_) => StatusCode::BAD_GATEWAY,
+            OcrError::TooLarge(_) | OcrError::TooManyPixels(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            OcrError::Undecodable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            OcrError::Engine(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            OcrError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         };
         Self::new(status, err.code(), err.to_string())
     }

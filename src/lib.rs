@@ -5,9 +5,12 @@
 //!   its connection loop with the header-read and idle timeouts.
 //! - [`routes`]: the HTTP endpoints (thin handlers), [`error`] their JSON errors, [`auth`]
 //!   the client API keys in front of them.
-//! - [`answer`]: one `/answer` exchange, from checked request to streamed events.
-//! - [`limiter`]: the permit queue guarding the upstream's parallel limit; [`fairness`]: the
-//!   per-client limits in front of it.
+//! - [`answer`]: answers, from checked request to streamed events and log record; its
+//!   [`answer::AnswerService`] owns each exchange's whole lifecycle.
+//! - [`permit_pool`]: the one door to an upstream permit, over [`permit_queue`] (the FIFO
+//!   semaphore queue guarding the upstream's parallel limit); [`client_limits`]: the per-client
+//!   limits in front of it.
+//! - [`lifecycle`]: the task tracker, draining flag and stop signal shutdown goes through.
 //! - [`upstream`]: the model API client; [`demo`]: the built-in offline model (also the test mock).
 //! - [`ocr`]: safe image fetch, Tesseract engine pool, fund-holdings extraction.
 //! - [`prompts`]: the prompt templates read from `prompts/` at start-up.
@@ -16,13 +19,15 @@
 
 pub mod answer;
 pub mod auth;
+pub mod client_limits;
 pub mod config;
 pub mod demo;
 pub mod error;
-pub mod fairness;
-pub mod limiter;
+pub mod lifecycle;
 pub mod metrics;
 pub mod ocr;
+pub mod permit_pool;
+pub mod permit_queue;
 pub mod prompts;
 pub mod routes;
 pub mod serve;

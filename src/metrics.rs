@@ -12,7 +12,7 @@ use prometheus::{
 };
 
 use crate::answer::{ExchangeOutcome, ExchangeStatus};
-use crate::state::AppState;
+use crate::store::WriterStats;
 
 const NAMESPACE: &str = "chat_proxy";
 
@@ -96,8 +96,8 @@ impl AnswerMetrics {
         if let Some(ttft_ms) = outcome.timings.ttft_ms {
             self.ttft.observe(ttft_ms as f64 / 1000.0);
         }
-        if let (ExchangeStatus::Error, Some((code, _))) = (status, &outcome.error) {
-            self.upstream_errors.with_label_values(&[code]).inc();
+        if let (ExchangeStatus::Error, Some(err)) = (status, &outcome.error) {
+            self.upstream_errors.with_label_values(&[err.code()]).inc();
         }
     }
 
@@ -136,6 +136,19 @@ impl OcrMetrics {
             .with_label_values(&[outcome])
             .observe(elapsed_ms as f64 / 1000.0);
     }
+}
+
+/// The numbers other parts keep, read by the caller at scrape time: `Metrics` knows none of
+/// those parts.
+#[derive(Debug, Clone)]
+pub struct Readings {
+    pub streams_open: usize,
+    pub permits_in_use: usize,
+    pub permits_total: usize,
+    pub queue_length: usize,
+    pub ocr_engines: usize,
+    pub ocr_engines_busy: usize,
+    pub writer: WriterStats,
 }
 
 /// Numbers kept elsewhere, copied in at each scrape.
@@ -248,20 +261,19 @@ impl Metrics {
             .inc();
     }
 
-    /// The exposition, with the sampled numbers read now.
-    pub fn render(&self, state: &AppState) -> String {
+    /// The exposition, with `readings` copied in.
+    pub fn render(&self, readings: &Readings) -> String {
         {
             let sampled = self.sampled.lock().expect("metrics lock");
-            let queue = &state.answer.queue;
-            sampled.streams_open.set(as_i64(state.exchanges_open()));
-            sampled.permits_in_use.set(as_i64(queue.in_use()));
-            sampled.permits_total.set(as_i64(queue.capacity()));
-            sampled.queue_length.set(as_i64(queue.waiting()));
-            sampled.ocr_engines.set(as_i64(state.ocr.pool().size()));
+            sampled.streams_open.set(as_i64(readings.streams_open));
+            sampled.permits_in_use.set(as_i64(readings.permits_in_use));
+            sampled.permits_total.set(as_i64(readings.permits_total));
+            sampled.queue_length.set(as_i64(readings.queue_length));
+            sampled.ocr_engines.set(as_i64(readings.ocr_engines));
             sampled
                 .ocr_engines_busy
-                .set(as_i64(state.ocr.pool().busy()));
-            let writer = state.log.stats();
+                .set(as_i64(readings.ocr_engines_busy));
+            let writer = &readings.writer;
             sampled.writer_backlog.set(as_i64(writer.backlog));
             sampled
                 .writer_database_up

@@ -11,18 +11,21 @@ use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::answer::AnswerContext;
 use crate::answer::tools::ToolBox;
+use crate::answer::{AnswerContext, AnswerService};
 use crate::auth::ClientKeys;
+use crate::client_limits::ClientLimits;
 use crate::config::{Config, ms};
 use crate::demo::{MockKnobs, MockUpstream};
-use crate::limiter::PermitQueue;
+use crate::lifecycle::Lifecycle;
 use crate::metrics::{AnswerMetrics, Metrics};
 use crate::ocr::OcrService;
+use crate::ocr::jobs::OcrJobs;
+use crate::permit_pool::PermitPool;
 use crate::prompts::Prompts;
 use crate::routes;
 use crate::serve::{ConnectionLimits, serve};
-use crate::state::AppState;
+use crate::state::{AppState, Shared};
 use crate::store::{Database, LogWriter};
 use crate::upstream::UpstreamClient;
 
@@ -70,7 +73,7 @@ impl Application {
         // The demo model speaks h2c, so its streams share one connection.
         let http2 = config.upstream.http2_prior_knowledge || demo.is_some();
         let upstream = UpstreamClient::new(&config.upstream, &base_url, api_key, http2)?;
-        let queue = PermitQueue::new(
+        let permits = PermitPool::local(
             config.limits.max_concurrent_upstream,
             config.limits.max_queue,
             ms(config.limits.queue_timeout_ms),
@@ -110,26 +113,36 @@ impl Application {
                 config.tools.max_rounds,
             ))
         });
+        let lifecycle = Lifecycle::new();
         let answer = AnswerContext {
             upstream: Arc::new(upstream),
             model_label: model_label.into(),
-            queue,
-            stop_streams: CancellationToken::new(),
+            permits,
+            stop_streams: lifecycle.stop_streams().clone(),
             tools,
             metrics: AnswerMetrics::default(),
         };
         let metrics = Arc::new(Metrics::new(&answer.metrics, ocr.metrics()));
         let client_keys = ClientKeys::load(&config.auth, config.bind_addr())?;
         tracing::info!(keys = client_keys.required(), "client API keys");
-        let state = AppState::new(
-            config.clone(),
+        let answers = AnswerService::new(
             answer,
+            ClientLimits::new(&config.limits),
+            lifecycle.clone(),
+            log.clone(),
+            config.log.user_text,
+        );
+        let state = AppState::new(Shared {
+            config: config.clone(),
+            answers: Arc::new(answers),
+            lifecycle,
             log,
             database,
             ocr,
+            jobs: Arc::new(OcrJobs::default()),
             client_keys,
             metrics,
-        );
+        });
         let listener = TcpListener::bind(config.bind_addr())
             .await
             .with_context(|| format!("binding server.bind = {}", config.server.bind))?;
@@ -176,27 +189,27 @@ impl Application {
                 signalled.cancel();
             }
         });
-        let stop_streams = state.answer.stop_streams.clone();
+        let stop_streams = state.lifecycle.stop_streams().clone();
         let grace = ms(state.config.server.shutdown_grace_ms);
         tokio::spawn({
             let state = state.clone();
             let signalled = signalled.clone();
             async move {
                 signalled.cancelled().await;
-                state.begin_draining();
+                state.lifecycle.begin_draining();
                 tracing::info!(
-                    open = state.exchanges_open(),
+                    open = state.answers.open(),
                     grace_ms = grace.as_millis() as u64,
                     "shutting down: no new requests; streams in flight may finish"
                 );
                 tokio::time::sleep(grace).await;
-                if state.exchanges_open() > 0 {
+                if state.answers.open() > 0 {
                     tracing::warn!(
-                        open = state.exchanges_open(),
+                        open = state.answers.open(),
                         "grace period over; ending open streams"
                     );
                 }
-                state.answer.stop_streams.cancel();
+                state.lifecycle.stop_streams().cancel();
             }
         });
 
@@ -212,8 +225,7 @@ impl Application {
                 tokio::time::sleep(CLOSE_WAIT).await;
             } => tracing::warn!("connections still open after the grace period; closing them"),
         }
-        state.tasks.close();
-        state.tasks.wait().await;
+        state.lifecycle.wait_for_tasks().await;
         // Every exchange has handed over its record: drain the writer last.
         state.log.shutdown().await;
         if let Some(demo) = demo {

@@ -4,12 +4,13 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::error::ApiError;
 use crate::upstream::wire::Usage;
 
+use super::error::ExchangeError;
 use super::tools::ToolCall;
 
-/// What the client is told, in order: `Meta`, maybe `Queued`, `Delta`s, then `Done` or `Error`.
+/// What the client is told, in order: `Meta`, maybe `Queued`, `Delta`s, then `Done` or `Failed`.
+/// The events say nothing of a protocol: each front door writes them in its own wire form.
 /// All but `Delta` and `Queued` are boxed: a channel's slots are sized for the largest variant
 /// (32 slots are allocated per open stream), and most events are deltas.
 #[derive(Debug, Clone)]
@@ -20,7 +21,7 @@ pub enum AnswerEvent {
     ToolCall(Box<ToolCall>),
     ToolResult(Box<Value>),
     Done(Box<DoneInfo>),
-    Error(Box<ApiError>),
+    Failed(Box<ExchangeError>),
 }
 
 /// The first event of every stream.
@@ -82,7 +83,7 @@ pub struct ExchangeOutcome {
     pub answer: String,
     pub finish_reason: Option<String>,
     pub usage: Option<Usage>,
-    pub error: Option<(String, String)>,
+    pub error: Option<ExchangeError>,
     pub timings: Timings,
     /// Each tool call with its result (`null` if it never returned), for the log.
     pub tool_calls: Vec<Value>,

@@ -19,13 +19,14 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::ApiError;
-use crate::limiter::{Entry, PermitQueue, QueueError, UpstreamPermit};
 use crate::metrics::AnswerMetrics;
+use crate::permit_pool::PermitPool;
+use crate::permit_queue::{Entry, QueueError, UpstreamPermit};
 use crate::upstream::wire::{UpstreamMessage, Usage};
-use crate::upstream::{ChunkStream, UpstreamClient, UpstreamError};
+use crate::upstream::{ChunkStream, UpstreamClient};
 
 use super::burst::{Burst, ready_within_a_turn};
+use super::error::ExchangeError;
 use super::events::{AnswerEvent, DoneInfo, ExchangeOutcome, ExchangeStatus, Meta, Timings};
 use super::request::AnswerRequest;
 use super::tools::{CallAssembler, ToolBox, ToolCall};
@@ -36,7 +37,7 @@ pub struct AnswerContext {
     pub upstream: Arc<UpstreamClient>,
     /// Name shown in `meta` (`demo` for the built-in model).
     pub model_label: Arc<str>,
-    pub queue: PermitQueue,
+    pub permits: PermitPool,
     /// Cancelled when shutdown's grace period is over: exchanges still running end with an error.
     pub stop_streams: CancellationToken,
     /// The tools offered to the model; `None` when `tools.enabled` is off.
@@ -108,18 +109,19 @@ impl Exchange {
             Ok(()) => (ExchangeStatus::Ok, None),
             Err(Ended::Interrupted(Interrupt::ClientGone)) => (ExchangeStatus::Cancelled, None),
             Err(Ended::Interrupted(Interrupt::Shutdown)) => {
-                let err = ApiError::shutting_down();
-                self.emit_last(AnswerEvent::Error(Box::new(err.clone())))
+                let err = ExchangeError::ShuttingDown;
+                self.emit_last(AnswerEvent::Failed(Box::new(err.clone())))
                     .await;
                 (ExchangeStatus::ShuttingDown, Some(err))
             }
             Err(Ended::Failed(err)) => {
-                let status = if err.code == "queue_timeout" {
-                    ExchangeStatus::QueueTimeout
-                } else {
-                    ExchangeStatus::Error
+                let status = match err {
+                    ExchangeError::Queue(QueueError::Timeout { .. }) => {
+                        ExchangeStatus::QueueTimeout
+                    }
+                    _ => ExchangeStatus::Error,
                 };
-                self.emit_last(AnswerEvent::Error(Box::new(err.clone())))
+                self.emit_last(AnswerEvent::Failed(Box::new(err.clone())))
                     .await;
                 (status, Some(err))
             }
@@ -129,7 +131,7 @@ impl Exchange {
             answer: self.answer,
             finish_reason: self.finish_reason,
             usage: self.usage,
-            error: error.map(|e| (e.code.to_owned(), e.message)),
+            error,
             timings: self.timings,
             tool_calls: self.tool_calls,
         }
@@ -160,22 +162,11 @@ impl Exchange {
                 break;
             }
             let Some(tools) = offered else {
-                let (code, message) = if tools.is_some() {
-                    (
-                        "tool_round_limit",
-                        "the model kept asking for tools past tools.max_rounds",
-                    )
+                return Err(Ended::Failed(if tools.is_some() {
+                    ExchangeError::ToolRoundLimit
                 } else {
-                    (
-                        "upstream_tool_call",
-                        "the model asked for a tool, but tools are off",
-                    )
-                };
-                return Err(Ended::Failed(ApiError::new(
-                    axum::http::StatusCode::BAD_GATEWAY,
-                    code,
-                    message,
-                )));
+                    ExchangeError::ToolsOff
+                }));
             };
             for call in &calls {
                 self.emit(AnswerEvent::ToolCall(Box::new(call.clone())))
@@ -223,7 +214,7 @@ impl Exchange {
         let first_round = entry.is_some();
         let entry = match entry {
             Some(entry) => entry,
-            None => self.ctx.queue.enter().map_err(queue_error)?,
+            None => self.ctx.permits.enter().map_err(queue_error)?,
         };
         let permit = match entry {
             Entry::Ready(permit) => permit,
@@ -253,7 +244,7 @@ impl Exchange {
         let mut chunks = self
             .guarded(upstream.open(messages, tools))
             .await?
-            .map_err(|e| upstream_error(&e))?;
+            .map_err(upstream_error)?;
         // The round's text is the end of the answer from here on.
         let text_starts = self.answer.len();
         let mut calls = CallAssembler::default();
@@ -318,7 +309,7 @@ impl Exchange {
             let Some(chunk) = next else {
                 return Ok(());
             };
-            let chunk = chunk.map_err(|e| upstream_error(&e))?;
+            let chunk = chunk.map_err(upstream_error)?;
             if let Some(usage) = chunk.usage {
                 let total = self.usage.get_or_insert_with(Usage::default);
                 total.prompt_tokens += usage.prompt_tokens;
@@ -426,14 +417,14 @@ fn upstream_messages(request: &AnswerRequest, tools: Option<&ToolBox>) -> Vec<Up
 
 enum Ended {
     Interrupted(Interrupt),
-    Failed(ApiError),
+    Failed(ExchangeError),
 }
 
 fn queue_error(err: QueueError) -> Ended {
     Ended::Failed(err.into())
 }
 
-fn upstream_error(err: &UpstreamError) -> Ended {
+fn upstream_error(err: crate::upstream::UpstreamError) -> Ended {
     Ended::Failed(err.into())
 }
 
@@ -458,7 +449,7 @@ mod tests {
         let ctx = AnswerContext {
             upstream: Arc::new(upstream),
             model_label: "test".into(),
-            queue: PermitQueue::new(1, 1, Duration::from_secs(1)),
+            permits: PermitPool::local(1, 1, Duration::from_secs(1)),
             stop_streams: CancellationToken::new(),
             tools: None,
             metrics: AnswerMetrics::default(),

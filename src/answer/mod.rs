@@ -1,12 +1,17 @@
-//! `/answer`: the checked request ([`request`]), the exchange that streams the model's answer
-//! through the permit queue ([`exchange`]) and what it reports ([`events`]).
+//! Answers: the checked request ([`request`]), the service that admits it and owns its whole
+//! lifecycle ([`service`]), the exchange that streams the model's answer through the permit pool
+//! ([`exchange`]), what it reports ([`events`]) and how it can fail ([`error`]).
 
 mod burst;
+pub mod error;
 pub mod events;
 pub mod exchange;
 pub mod request;
+pub mod service;
 pub mod tools;
 
+pub use error::{AdmissionError, ExchangeError, RequestError};
 pub use events::{AnswerEvent, DoneInfo, ExchangeOutcome, ExchangeStatus, Meta, Timings};
 pub use exchange::{AnswerContext, Exchange};
 pub use request::AnswerRequest;
+pub use service::{AnswerService, Caller};

@@ -4,7 +4,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::config::LimitsConfig;
-use crate::error::ApiError;
+
+use super::error::RequestError;
 
 /// Longest accepted `session_id` / `user_id`.
 const MAX_ID_CHARS: usize = 128;
@@ -61,29 +62,22 @@ pub struct MessageBody {
 
 impl AnswerRequest {
     /// Parses and checks a raw body against the configured limits.
-    pub fn parse(body: &[u8], limits: &LimitsConfig) -> Result<Self, ApiError> {
-        let value: Value = serde_json::from_slice(body).map_err(|e| {
-            ApiError::bad_request("invalid_json", format!("body is not valid JSON: {e}"))
-        })?;
+    pub fn parse(body: &[u8], limits: &LimitsConfig) -> Result<Self, RequestError> {
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| RequestError::InvalidJson(e.to_string()))?;
         if !value.is_object() {
-            return Err(ApiError::bad_request(
-                "invalid_request",
-                "body must be a JSON object",
-            ));
+            return Err(invalid("body must be a JSON object"));
         }
         let body: AnswerBody = serde_path_to_error::deserialize(value).map_err(|err| {
             let field = err.path().to_string();
-            ApiError::bad_request(
-                "invalid_request",
-                format!("`{field}`: {}", err.into_inner()),
-            )
+            invalid(format!("`{field}`: {}", err.into_inner()))
         })?;
         body.check(limits)
     }
 }
 
 impl AnswerBody {
-    fn check(self, limits: &LimitsConfig) -> Result<AnswerRequest, ApiError> {
+    fn check(self, limits: &LimitsConfig) -> Result<AnswerRequest, RequestError> {
         let messages = match (self.user_input, self.messages) {
             (Some(_), Some(_)) => {
                 return Err(invalid("send either `user_input` or `messages`, not both"));
@@ -100,14 +94,10 @@ impl AnswerBody {
                     return Err(invalid("`messages` must not be empty"));
                 }
                 if messages.len() > limits.max_messages {
-                    return Err(ApiError::bad_request(
-                        "too_many_messages",
-                        format!(
-                            "`messages` holds {} messages; at most {} are allowed",
-                            messages.len(),
-                            limits.max_messages
-                        ),
-                    ));
+                    return Err(RequestError::TooManyMessages {
+                        count: messages.len(),
+                        max: limits.max_messages,
+                    });
                 }
                 messages
                     .into_iter()
@@ -118,13 +108,10 @@ impl AnswerBody {
         };
         let chars: usize = messages.iter().map(text_chars).sum();
         if chars > limits.max_input_chars {
-            return Err(ApiError::bad_request(
-                "input_too_long",
-                format!(
-                    "the messages hold {chars} characters; at most {} are allowed",
-                    limits.max_input_chars
-                ),
-            ));
+            return Err(RequestError::InputTooLong {
+                chars,
+                max: limits.max_input_chars,
+            });
         }
         Ok(AnswerRequest {
             messages,
@@ -136,7 +123,7 @@ impl AnswerBody {
 }
 
 impl MessageBody {
-    fn check(self, i: usize) -> Result<Value, ApiError> {
+    fn check(self, i: usize) -> Result<Value, RequestError> {
         let field = |name: &str| format!("messages[{i}].{name}");
         let role = self.role.as_str();
         if !matches!(role, "system" | "user" | "assistant" | "tool") {
@@ -196,7 +183,7 @@ impl MessageBody {
 }
 
 /// A content part: `{"type": "text", "text"}` or `{"type": "image_url", "image_url": {"url"}}`.
-fn check_part(part: &Value, field: &str) -> Result<(), ApiError> {
+fn check_part(part: &Value, field: &str) -> Result<(), RequestError> {
     match part.get("type").and_then(Value::as_str) {
         Some("text") => match part.get("text").and_then(Value::as_str) {
             Some(text) if !text.trim().is_empty() => Ok(()),
@@ -217,7 +204,7 @@ fn check_part(part: &Value, field: &str) -> Result<(), ApiError> {
     }
 }
 
-fn check_id(name: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
+fn check_id(name: &str, value: Option<String>) -> Result<Option<String>, RequestError> {
     match value {
         Some(id) if id.chars().count() > MAX_ID_CHARS => Err(invalid(format!(
             "`{name}` is longer than {MAX_ID_CHARS} characters"
@@ -240,22 +227,24 @@ fn text_chars(message: &Value) -> usize {
     }
 }
 
-fn invalid(message: impl Into<String>) -> ApiError {
-    ApiError::bad_request("invalid_request", message)
+fn invalid(message: impl Into<String>) -> RequestError {
+    RequestError::Invalid(message.into())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(body: &str) -> Result<AnswerRequest, ApiError> {
+    fn parse(body: &str) -> Result<AnswerRequest, RequestError> {
         AnswerRequest::parse(body.as_bytes(), &LimitsConfig::default())
     }
 
     fn refused(body: &str) -> String {
         let err = parse(body).expect_err(body);
-        assert_eq!(err.status, 400, "{body}");
-        err.message
+        let api = crate::error::ApiError::from(err.clone());
+        assert_eq!(api.status, 400, "{body}");
+        assert!(matches!(err, RequestError::Invalid(_)), "{body}: {err:?}");
+        err.to_string()
     }
 
     #[test]
@@ -312,7 +301,7 @@ mod tests {
         );
         assert!(refused(r#"[1]"#).contains("object"));
         let err = parse("{not json").expect_err("syntax");
-        assert_eq!(err.code, "invalid_json");
+        assert!(matches!(err, RequestError::InvalidJson(_)), "{err:?}");
     }
 
     #[test]
@@ -324,9 +313,9 @@ mod tests {
         };
         let three = r#"{"messages": [{"role":"user","content":"a"},{"role":"user","content":"b"},{"role":"user","content":"c"}]}"#;
         let err = AnswerRequest::parse(three.as_bytes(), &limits).expect_err("too many");
-        assert_eq!(err.code, "too_many_messages");
+        assert_eq!(err, RequestError::TooManyMessages { count: 3, max: 2 });
         let long = r#"{"user_input": "01234567890"}"#;
         let err = AnswerRequest::parse(long.as_bytes(), &limits).expect_err("too long");
-        assert_eq!(err.code, "input_too_long");
+        assert_eq!(err, RequestError::InputTooLong { chars: 11, max: 10 });
     }
 }

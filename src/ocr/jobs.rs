@@ -8,9 +8,8 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
+use crate::lifecycle::Lifecycle;
 use crate::store::LogWriter;
 
 use super::{ImageRequest, OcrResult, OcrService};
@@ -76,16 +75,15 @@ struct JobTable {
 }
 
 impl OcrJobs {
-    /// Registers the job and runs it on `tasks`; items run as many at once as there are engines.
-    /// `stop` (shutdown) marks the items not yet started as cancelled.
+    /// Registers the job and runs it in a task of `lifecycle`; items run as many at once as there
+    /// are engines. The end of shutdown's grace period marks the items not yet started as cancelled.
     pub fn start(
         &self,
         ocr: Arc<OcrService>,
         log: LogWriter,
         request_id: String,
         images: Vec<ImageRequest>,
-        tasks: &TaskTracker,
-        stop: CancellationToken,
+        lifecycle: &Lifecycle,
     ) -> String {
         let job_id = uuid::Uuid::new_v4().to_string();
         let job = Arc::new(Mutex::new(Job {
@@ -108,7 +106,8 @@ impl OcrJobs {
         }));
         self.insert(job_id.clone(), job.clone());
         let concurrency = ocr.pool().size().max(1);
-        tasks.spawn(async move {
+        let stop = lifecycle.stop_streams().clone();
+        lifecycle.spawn(async move {
             let work = futures::stream::iter(images.into_iter().enumerate())
                 .map(|(i, image)| {
                     let (ocr, log, request_id) = (ocr.clone(), log.clone(), request_id.clone());

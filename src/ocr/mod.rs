@@ -14,13 +14,11 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use axum::http::StatusCode;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::config::{OcrConfig, ms};
-use crate::error::ApiError;
 use crate::metrics::OcrMetrics;
 use crate::store::{LogWriter, OcrResultRecord};
 
@@ -67,24 +65,6 @@ impl OcrError {
             Self::Engine(_) => "ocr_failed",
             Self::Timeout(_) => "ocr_timeout",
         }
-    }
-
-    pub fn status(&self) -> StatusCode {
-        match self {
-            Self::InvalidRequest(_) | Self::Forbidden(_) => StatusCode::BAD_REQUEST,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Download(_) => StatusCode::BAD_GATEWAY,
-            Self::TooLarge(_) | Self::TooManyPixels(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Undecodable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Engine(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-        }
-    }
-}
-
-impl From<&OcrError> for ApiError {
-    fn from(err: &OcrError) -> Self {
-        ApiError::new(err.status(), err.code(), err.to_string())
     }
 }
 

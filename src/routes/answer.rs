@@ -1,5 +1,5 @@
-//! `POST /answer`: parse, take a place in the permit queue (429 at once when it is full), start
-//! the exchange in its own task, and relay its events as SSE or collect them into one JSON.
+//! `POST /answer`: parse the body, hand it to the [`AnswerService`](crate::answer::AnswerService),
+//! and write its events as named Server-Sent Events or collect them into one JSON.
 
 use std::net::SocketAddr;
 
@@ -15,18 +15,15 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::answer::request::AnswerBody;
-use crate::answer::{AnswerEvent, AnswerRequest, Timings};
+use crate::answer::{AnswerEvent, AnswerRequest, Caller, Timings};
 use crate::auth::ClientKeyId;
 use crate::config::ms;
 use crate::error::{ApiError, ErrorBody};
 use crate::routes::read_body;
 use crate::routes::request_id::RequestId;
 use crate::routes::sse::EventStream;
-use crate::state::{Admitted, AppState};
+use crate::state::AppState;
 use crate::upstream::wire::Usage;
-
-/// Events buffered between an exchange and its client; a slower client slows only its own upstream read.
-const EVENT_BUFFER: usize = 32;
 
 /// `stream: false`: the whole answer at once.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -104,33 +101,16 @@ pub async fn answer(
     let received = Instant::now();
     let body = read_body(body, state.config.server.max_body_bytes)?;
     let request = AnswerRequest::parse(&body, &state.config.limits)?;
-    if state.is_draining() {
-        return Err(ApiError::shutting_down());
-    }
-    let client_key = client_key.map(|Extension(key)| key);
-    // A client is its key, or its address when the proxy runs without keys.
-    let client = match (&client_key, peer) {
-        (Some(key), _) => key.0.clone(),
-        (None, Some(Extension(ConnectInfo(addr)))) => addr.ip().to_string(),
-        (None, None) => String::new(),
-    };
-    let slot = state.client_limits.admit(&client).inspect_err(|refusal| {
-        state.answer.metrics.limited(refusal.limit());
-    })?;
-    let entry = state.answer.queue.enter()?;
     let stream = request.stream;
-    let (tx, rx) = mpsc::channel(EVENT_BUFFER);
-    let admitted = Admitted {
-        client_key,
-        slot,
-        entry,
-        received,
+    let caller = Caller {
+        key: client_key.map(|Extension(key)| key),
+        address: peer.map(|Extension(ConnectInfo(addr))| addr.ip()),
     };
-    state.start_exchange(request_id, request, admitted, tx);
+    let events = state.answers.start(request_id, request, caller, received)?;
     if stream {
-        Ok(sse(rx, &state))
+        Ok(sse(events, &state))
     } else {
-        collect(rx).await
+        collect(events).await
     }
 }
 
@@ -167,7 +147,7 @@ async fn collect(mut rx: mpsc::Receiver<AnswerEvent>) -> Result<Response, ApiErr
                 };
                 return Ok((StatusCode::OK, Json(body)).into_response());
             }
-            AnswerEvent::Error(err) => return Err(*err),
+            AnswerEvent::Failed(err) => return Err(ApiError::from(&*err)),
         }
     }
     Err(ApiError::new(

@@ -56,8 +56,8 @@ pub enum HealthResponses {
 /// Liveness and the main numbers: permits, queue, log writer, OCR engines.
 #[utoipa::path(get, path = "/health", tag = "operations", responses(HealthResponses))]
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthReport>) {
-    let queue = &state.answer.queue;
-    let draining = state.is_draining();
+    let permits = state.answers.permits();
+    let draining = state.lifecycle.is_draining();
     let status = if draining {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -66,14 +66,14 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthRe
     let report = HealthReport {
         status: if draining { "shutting_down" } else { "ok" },
         version: env!("CARGO_PKG_VERSION"),
-        model: state.answer.model_label.to_string(),
+        model: state.answers.model_label().to_owned(),
         upstream: UpstreamHealth {
-            permits_total: queue.capacity(),
-            permits_in_use: queue.in_use(),
-            permits_available: queue.available(),
-            queue_length: queue.waiting(),
+            permits_total: permits.capacity(),
+            permits_in_use: permits.in_use(),
+            permits_available: permits.available(),
+            queue_length: permits.waiting(),
         },
-        exchanges_open: state.exchanges_open(),
+        exchanges_open: state.answers.open(),
         log_writer: state.log.stats(),
         ocr: OcrHealth {
             engines: state.ocr.pool().size(),

@@ -6,6 +6,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::ErrorBody;
+use crate::metrics::Readings;
 use crate::state::AppState;
 
 /// Counts every request by method, matched route and status (outermost, so refusals count too).
@@ -42,6 +43,21 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
-        state.metrics.render(&state),
+        state.metrics.render(&readings(&state)),
     )
+}
+
+/// What the other parts count, read now.
+fn readings(state: &AppState) -> Readings {
+    let permits = state.answers.permits();
+    let engines = state.ocr.pool();
+    Readings {
+        streams_open: state.answers.open(),
+        permits_in_use: permits.in_use(),
+        permits_total: permits.capacity(),
+        queue_length: permits.waiting(),
+        ocr_engines: engines.size(),
+        ocr_engines_busy: engines.busy(),
+        writer: state.log.stats(),
+    }
 }

@@ -86,7 +86,7 @@ pub async fn create_job(
         .enumerate()
         .map(|(i, item)| parse_item(item, &format!("items[{i}].")))
         .collect::<Result<Vec<_>, _>>()?;
-    if state.is_draining() {
+    if state.lifecycle.is_draining() {
         return Err(ApiError::shutting_down());
     }
     let total = images.len();
@@ -95,8 +95,7 @@ pub async fn create_job(
         state.log.clone(),
         request_id,
         images,
-        &state.tasks,
-        state.answer.stop_streams.clone(),
+        &state.lifecycle,
     );
     let status_url = format!("/ocr/jobs/{job_id}");
     Ok((

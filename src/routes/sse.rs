@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
 use crate::answer::AnswerEvent;
+use crate::error::ErrorDetail;
 
 /// Past this many bytes in one frame, the rest waits for the next frame.
 const MAX_FRAME_BYTES: usize = 64 * 1024;
@@ -66,7 +67,7 @@ impl Body for EventStream {
                 Poll::Ready(Some(event)) => {
                     // `done` and `error` are always the last event: the body ends with them, so
                     // the end of the response goes out in the same write.
-                    let last = matches!(event, AnswerEvent::Done(_) | AnswerEvent::Error(_));
+                    let last = matches!(event, AnswerEvent::Done(_) | AnswerEvent::Failed(_));
                     frame.reserve(FRAME_ROOM);
                     encode(frame, event);
                     if last {
@@ -116,7 +117,14 @@ fn encode(frame: &mut BytesMut, event: AnswerEvent) {
         AnswerEvent::ToolCall(call) => put_event(frame, "tool_call", &*call),
         AnswerEvent::ToolResult(result) => put_event(frame, "tool_result", &*result),
         AnswerEvent::Done(done) => put_event(frame, "done", &*done),
-        AnswerEvent::Error(err) => put_event(frame, "error", &err.detail()),
+        AnswerEvent::Failed(err) => put_event(
+            frame,
+            "error",
+            &ErrorDetail {
+                code: err.code(),
+                message: &err.to_string(),
+            },
+        ),
     }
 }
 
@@ -214,8 +222,8 @@ mod tests {
     async fn an_error_event_ends_the_body_and_a_closed_channel_too() {
         let (tx, rx) = mpsc::channel(32);
         let mut body = EventStream::new(rx, Duration::from_secs(60));
-        tx.send(AnswerEvent::Error(Box::new(
-            crate::error::ApiError::shutting_down(),
+        tx.send(AnswerEvent::Failed(Box::new(
+            crate::answer::ExchangeError::ShuttingDown,
         )))
         .await
         .expect("open");

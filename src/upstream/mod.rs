@@ -17,7 +17,7 @@ use crate::config::{UpstreamConfig, ms};
 use wire::{ChatCompletionChunk, ChatCompletionRequest, StreamOptions, UpstreamMessage};
 
 /// Why the upstream call failed; `code()` is the stable machine code clients see.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum UpstreamError {
     #[error("could not reach the model API: {0}")]
     Connect(String),

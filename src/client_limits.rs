@@ -1,18 +1,16 @@
-//! Fairness per client on `/answer`: at most `limits.per_key_max_concurrent` requests open at
+//! Per-client limits on answers: at most `limits.per_key_max_concurrent` requests open at
 //! once and `limits.per_key_requests_per_minute` started per minute (a token bucket holding
 //! `limits.per_key_burst`), so one client cannot fill the shared permit queue. A client is its
-//! API key's id, or its IP address when the proxy runs without keys. Refusals are 429 with
-//! `Retry-After`.
+//! API key's id, or its IP address when the proxy runs without keys. A refusal says when to
+//! try again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::http::StatusCode;
 use tokio::time::Instant;
 
 use crate::config::LimitsConfig;
-use crate::error::ApiError;
 
 /// Past this many tracked clients, the ones at rest (nothing open, bucket full) are forgotten.
 const PRUNE_ABOVE: usize = 4_096;
@@ -36,9 +34,11 @@ struct ClientState {
 }
 
 /// Why a client was refused.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
 pub enum Refusal {
+    #[error("this client already has {limit} answers open; wait for one to finish")]
     Concurrency { limit: usize },
+    #[error("this client is starting answers faster than its rate allows")]
     Rate { retry_after: Duration },
 }
 
@@ -50,23 +50,19 @@ impl Refusal {
             Self::Rate { .. } => "rate",
         }
     }
-}
 
-impl From<Refusal> for ApiError {
-    fn from(refusal: Refusal) -> Self {
-        match refusal {
-            Refusal::Concurrency { limit } => ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "client_concurrency_limit",
-                format!("this client already has {limit} answers open; wait for one to finish"),
-            )
-            .with_retry_after(1),
-            Refusal::Rate { retry_after } => ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "client_rate_limit",
-                "this client is starting answers faster than its rate allows",
-            )
-            .with_retry_after(retry_after.as_secs_f64().ceil() as u64),
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Concurrency { .. } => "client_concurrency_limit",
+            Self::Rate { .. } => "client_rate_limit",
+        }
+    }
+
+    /// Whole seconds until a retry can succeed, at least 1.
+    pub fn retry_after_secs(&self) -> u64 {
+        match self {
+            Self::Concurrency { .. } => 1,
+            Self::Rate { retry_after } => (retry_after.as_secs_f64().ceil() as u64).max(1),
         }
     }
 }
@@ -219,10 +215,7 @@ mod tests {
             panic!("the fourth at once is refused");
         };
         assert_eq!(retry_after, Duration::from_secs(1));
-        assert_eq!(
-            ApiError::from(Refusal::Rate { retry_after }).retry_after,
-            Some(1)
-        );
+        assert_eq!(Refusal::Rate { retry_after }.retry_after_secs(), 1);
         tokio::time::advance(Duration::from_millis(500)).await;
         assert!(limits.admit("a").is_err(), "half a token is not enough");
         tokio::time::advance(Duration::from_millis(500)).await;

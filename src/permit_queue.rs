@@ -17,6 +17,15 @@ pub enum QueueError {
     Timeout { waited: Duration },
 }
 
+impl QueueError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Full { .. } => "queue_full",
+            Self::Timeout { .. } => "queue_timeout",
+        }
+    }
+}
+
 /// Shared by all requests; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct PermitQueue {

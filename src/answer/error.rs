@@ -1,0 +1,70 @@
+//! How an answer can fail, as domain values: a request refused before it is admitted
+//! ([`RequestError`], [`AdmissionError`]) and an exchange that ends without its answer
+//! ([`ExchangeError`]). Each has a stable machine code for logs, metrics and clients; which HTTP
+//! status it becomes is decided in [`crate::error`] alone.
+
+use crate::client_limits::Refusal;
+use crate::permit_queue::QueueError;
+use crate::upstream::UpstreamError;
+
+/// A request body that is not a valid answer request; the message names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("body is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("`messages` holds {count} messages; at most {max} are allowed")]
+    TooManyMessages { count: usize, max: usize },
+    #[error("the messages hold {chars} characters; at most {max} are allowed")]
+    InputTooLong { chars: usize, max: usize },
+}
+
+impl RequestError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidJson(_) => "invalid_json",
+            Self::Invalid(_) => "invalid_request",
+            Self::TooManyMessages { .. } => "too_many_messages",
+            Self::InputTooLong { .. } => "input_too_long",
+        }
+    }
+}
+
+/// Why a checked request was not let in.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AdmissionError {
+    #[error("the server is shutting down; retry on another instance")]
+    ShuttingDown,
+    #[error(transparent)]
+    ClientLimit(#[from] Refusal),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// Why an admitted exchange ended without its answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ExchangeError {
+    #[error("the server is shutting down; retry on another instance")]
+    ShuttingDown,
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("the model kept asking for tools past tools.max_rounds")]
+    ToolRoundLimit,
+    #[error("the model asked for a tool, but tools are off")]
+    ToolsOff,
+}
+
+impl ExchangeError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::ShuttingDown => "shutting_down",
+            Self::Queue(err) => err.code(),
+            Self::Upstream(err) => err.code(),
+            Self::ToolRoundLimit => "tool_round_limit",
+            Self::ToolsOff => "upstream_tool_call",
+        }
+    }
+}

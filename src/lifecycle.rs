@@ -1,0 +1,89 @@
+//! The server's lifecycle in one handle: the tracker that owns every task shutdown waits for,
+//! the draining flag that refuses new work, and the signal that ends the streams still open when
+//! the grace period is over. Work that must finish before the process exits is spawned here.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Cheap to clone: every clone is the same lifecycle.
+#[derive(Clone, Default)]
+pub struct Lifecycle(Arc<Inner>);
+
+#[derive(Default)]
+struct Inner {
+    /// Owns every exchange, job and background task, so shutdown waits for them.
+    tasks: TaskTracker,
+    /// Set when shutdown begins: new work is refused with 503 and `/health` says so.
+    draining: AtomicBool,
+    /// Cancelled when shutdown's grace period is over: streams still running end with an error.
+    stop_streams: CancellationToken,
+}
+
+impl Lifecycle {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs `work` in a task that shutdown waits for.
+    pub fn spawn<F>(&self, work: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.0.tasks.spawn(work)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.0.draining.load(Ordering::Acquire)
+    }
+
+    /// Shutdown has begun: refuse new work from now on.
+    pub fn begin_draining(&self) {
+        self.0.draining.store(true, Ordering::Release);
+    }
+
+    /// Cancelled when the streams still open must end.
+    pub fn stop_streams(&self) -> &CancellationToken {
+        &self.0.stop_streams
+    }
+
+    /// Takes no more tasks and waits for every one spawned so far.
+    pub async fn wait_for_tasks(&self) {
+        self.0.tasks.close();
+        self.0.tasks.wait().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn shutdown_waits_for_every_spawned_task() {
+        let lifecycle = Lifecycle::new();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = lifecycle.spawn(async move {
+            rx.await.expect("sender kept");
+            7
+        });
+        let mut waiting = std::pin::pin!(lifecycle.wait_for_tasks());
+        assert!(futures::poll!(waiting.as_mut()).is_pending(), "a task runs");
+        tx.send(()).expect("task waits");
+        waiting.await;
+        assert_eq!(task.await.expect("task ran"), 7);
+    }
+
+    #[test]
+    fn draining_is_shared_by_every_clone() {
+        let lifecycle = Lifecycle::new();
+        let clone = lifecycle.clone();
+        assert!(!clone.is_draining());
+        lifecycle.begin_draining();
+        assert!(clone.is_draining());
+    }
+}
