@@ -3,8 +3,8 @@
 use std::path::Path;
 use std::process::Command;
 
-/// Functions the server runs, hottest first (made by `scripts/symbol-order.sh`).
-const SYMBOL_ORDER: &str = "link/symbol-order.txt";
+/// Functions the server runs, hottest first (made by `build-data/symbol-order.sh`).
+const SYMBOL_ORDER: &str = "build-data/symbol-order.txt";
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");

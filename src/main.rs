@@ -4,7 +4,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use chat_proxy::config::Config;
-use chat_proxy::ocr::batch::recognize_dir;
+use chat_proxy::ocr::dir_command::recognize_dir;
 use chat_proxy::startup::Application;
 
 /// Streaming proxy between chatbot front ends and an OpenAI-compatible model API.

@@ -20,7 +20,7 @@ use crate::demo::{MockKnobs, MockUpstream};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::{AnswerMetrics, Metrics};
 use crate::ocr::OcrService;
-use crate::ocr::jobs::OcrJobs;
+use crate::ocr::http_jobs::OcrJobs;
 use crate::permit_pool::PermitPool;
 use crate::prompts::Prompts;
 use crate::routes;

@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::ocr::OcrService;
-use crate::ocr::jobs::OcrJobs;
+use crate::ocr::http_jobs::OcrJobs;
 use crate::store::{Database, LogWriter};
 
 /// Cloned for every request (axum's `State`, each middleware), so it is one `Arc`: a clone is

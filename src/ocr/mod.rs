@@ -1,13 +1,15 @@
-//! The OCR pipeline: [`fetch`] the image safely, [`prepare`] it, recognise it in a pooled
-//! Tesseract [`worker`] process ([`engine`]), and [`extract`] the funds. [`OcrService`] runs the
-//! whole of it and hands every result to the log writer.
+//! The OCR pipeline: [`fetch`] the image safely (behind the [`ssrf`] guard), [`prepare`] it,
+//! recognise it in a pooled Tesseract [`worker`] process (the [`pool`]), and [`extract`] the
+//! funds. [`OcrService`] runs the whole of it and hands every result to the log writer. Two ways
+//! to run many images: [`http_jobs`] (`POST /ocr/jobs`) and [`dir_command`] (`chat-proxy ocr-dir`).
 
-pub mod batch;
-pub mod engine;
+pub mod dir_command;
 pub mod extract;
 pub mod fetch;
-pub mod jobs;
+pub mod http_jobs;
+pub mod pool;
 pub mod prepare;
+pub mod ssrf;
 pub mod worker;
 
 use std::collections::{HashMap, VecDeque};
@@ -22,9 +24,9 @@ use crate::config::{OcrConfig, ms};
 use crate::metrics::OcrMetrics;
 use crate::store::{LogWriter, OcrResultRecord};
 
-pub use engine::EnginePool;
 pub use extract::Fund;
 pub use fetch::{ImageFetcher, UrlType};
+pub use pool::EnginePool;
 pub use worker::WorkerCommand;
 
 /// Results kept in memory for `GET /ocr/{id}` before (and after) their row is written.

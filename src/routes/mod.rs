@@ -26,8 +26,7 @@ use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.server.max_body_bytes;
-    // Uploads carry the image itself: room for it plus the multipart framing.
-    let upload_limit = state.config.ocr.max_image_bytes + 64 * 1024;
+    let upload_limit = upload_limit(&state);
     let ocr_routes = Router::new()
         .route("/ocr", post(ocr::recognize))
         .route("/ocr_handler", post(ocr::recognize_handler))
@@ -98,17 +97,27 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
 }
 
+/// The body limit of the OCR routes: uploads carry the image itself, so room for it plus the
+/// multipart framing.
+pub fn upload_limit(state: &AppState) -> usize {
+    state.config.ocr.max_image_bytes + 64 * 1024
+}
+
 /// A body, or the JSON error for one that is too large (413) or unreadable.
 pub fn read_body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
-    body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("the request body is larger than {limit} bytes"),
-            )
-        } else {
-            ApiError::bad_request("invalid_body", rejection.body_text())
-        }
-    })
+    body.map_err(|rejection| body_error(rejection.status(), rejection.body_text(), limit))
+}
+
+/// The error for a body that could not be read: `body_too_large` (413) on every route when it is
+/// over the route's `limit`, else `invalid_body`.
+pub fn body_error(status: StatusCode, text: String, limit: usize) -> ApiError {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is larger than {limit} bytes"),
+        )
+    } else {
+        ApiError::bad_request("invalid_body", text)
+    }
 }

@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::error::{ApiError, ErrorBody};
 use crate::ocr::{ImageRequest, OcrError, OcrResult, UrlType};
 use crate::routes::request_id::RequestId;
+use crate::routes::{body_error, upload_limit};
 use crate::state::AppState;
 
 /// `{image_url, url_type}`: where to fetch the image.
@@ -55,7 +56,7 @@ pub enum RecognizeResponses {
     /// No image at that URL or path
     #[response(status = 404)]
     NotFound(ErrorBody<'static>),
-    /// Image too large (bytes or pixels)
+    /// Image too large (bytes or pixels), or the body itself (`body_too_large`)
     #[response(status = 413)]
     TooLarge(ErrorBody<'static>),
     /// Not a readable image
@@ -98,15 +99,16 @@ pub async fn recognize(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let limit = upload_limit(&state);
     let image = if is_multipart {
         let multipart = Multipart::from_request(request, &state)
             .await
-            .map_err(|e| body_error(e.status(), e.body_text()))?;
-        read_upload(multipart, state.ocr.config().max_image_bytes).await?
+            .map_err(|e| body_error(e.status(), e.body_text(), limit))?;
+        read_upload(multipart, state.ocr.config().max_image_bytes, limit).await?
     } else {
         let body = Bytes::from_request(request, &state)
             .await
-            .map_err(|e| body_error(e.status(), e.body_text()))?;
+            .map_err(|e| body_error(e.status(), e.body_text(), limit))?;
         parse_json(&body)?
     };
     let result = state
@@ -115,14 +117,6 @@ pub async fn recognize(
         .await
         .map_err(|e| ApiError::from(&e))?;
     Ok((StatusCode::OK, Json(result)).into_response())
-}
-
-fn body_error(status: StatusCode, text: String) -> ApiError {
-    if status == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(status, "image_too_large", "the request body is too large")
-    } else {
-        ApiError::bad_request("invalid_body", text)
-    }
 }
 
 fn parse_json(body: &[u8]) -> Result<ImageRequest, ApiError> {
@@ -192,12 +186,17 @@ pub async fn recognize_handler(
     recognize(state, request).await
 }
 
-async fn read_upload(mut multipart: Multipart, cap: usize) -> Result<ImageRequest, ApiError> {
+/// The image part of an upload: at most `cap` bytes, in a body of at most `limit`.
+async fn read_upload(
+    mut multipart: Multipart,
+    cap: usize,
+    limit: usize,
+) -> Result<ImageRequest, ApiError> {
     let mut image: Option<(String, Bytes)> = None;
     while let Some(mut field) = multipart
         .next_field()
         .await
-        .map_err(|e| body_error(e.status(), e.body_text()))?
+        .map_err(|e| body_error(e.status(), e.body_text(), limit))?
     {
         match field.name() {
             Some("image") => {
@@ -206,7 +205,7 @@ async fn read_upload(mut multipart: Multipart, cap: usize) -> Result<ImageReques
                 while let Some(chunk) = field
                     .chunk()
                     .await
-                    .map_err(|e| body_error(e.status(), e.body_text()))?
+                    .map_err(|e| body_error(e.status(), e.body_text(), limit))?
                 {
                     if data.len() + chunk.len() > cap {
                         return Err(ApiError::from(&OcrError::TooLarge(format!(
@@ -221,7 +220,7 @@ async fn read_upload(mut multipart: Multipart, cap: usize) -> Result<ImageReques
                 let value = field
                     .text()
                     .await
-                    .map_err(|e| body_error(e.status(), e.body_text()))?;
+                    .map_err(|e| body_error(e.status(), e.body_text(), limit))?;
                 if !value.is_empty() && UrlType::parse(&value).is_none() {
                     return Err(ApiError::bad_request(
                         "invalid_request",

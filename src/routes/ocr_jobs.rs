@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::{ApiError, ErrorBody};
-use crate::ocr::jobs::Job;
+use crate::ocr::http_jobs::Job;
 use crate::routes::ocr::{ImageBody, parse_item};
 use crate::routes::read_body;
 use crate::routes::request_id::RequestId;

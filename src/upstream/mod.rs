@@ -203,7 +203,11 @@ impl UpstreamClient {
                     after: started.elapsed(),
                 });
             }
-            Ok(Err(err)) => return Err(UpstreamError::Connect(describe_reqwest(err))),
+            Ok(Err(err)) => {
+                return Err(UpstreamError::Connect(
+                    crate::http_client::describe_reqwest(err),
+                ));
+            }
             Ok(Ok(response)) => response,
         };
         let status = response.status();
@@ -224,19 +228,6 @@ impl UpstreamClient {
             finished: false,
         })
     }
-}
-
-/// The error text a client may see: reqwest's chain without URLs (which could carry secrets).
-pub(crate) fn describe_reqwest(err: reqwest::Error) -> String {
-    let err = err.without_url();
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(&err);
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
 }
 
 /// The upstream's own error message, if it sent the usual `{"error": {"message": ...}}`.
@@ -319,7 +310,7 @@ impl ChunkStream {
                 }
                 Ok(None) => return Some(Err(UpstreamError::Cut)),
                 Ok(Some(Err(EventStreamError::Transport(err)))) => {
-                    tracing::debug!(error = %describe_reqwest(err), "upstream body failed");
+                    tracing::debug!(error = %crate::http_client::describe_reqwest(err), "upstream body failed");
                     return Some(Err(UpstreamError::Cut));
                 }
                 Ok(Some(Err(err))) => return Some(Err(UpstreamError::Malformed(err.to_string()))),

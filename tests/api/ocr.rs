@@ -623,14 +623,14 @@ async fn ocr_dir_deletes_a_file_only_once_its_row_is_stored() {
     away.database.connect_timeout_ms = 500;
     let mut out = Vec::new();
     assert!(
-        chat_proxy::ocr::batch::recognize_dir(&away, images.path(), &mut out)
+        chat_proxy::ocr::dir_command::recognize_dir(&away, images.path(), &mut out)
             .await
             .is_err()
     );
     assert_eq!(std::fs::read_dir(images.path()).expect("dir").count(), 3);
 
     let mut out = Vec::new();
-    let summary = chat_proxy::ocr::batch::recognize_dir(&config, images.path(), &mut out)
+    let summary = chat_proxy::ocr::dir_command::recognize_dir(&config, images.path(), &mut out)
         .await
         .expect("run");
     assert_eq!(
@@ -844,4 +844,37 @@ async fn a_worker_that_exits_at_start_fails_the_request_with_its_status() {
             .is_some_and(|m| m.contains("exited with status 3")),
         "{body}"
     );
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_gets_the_same_413_code_on_every_route() {
+    let app = spawn_app_with(MockKnobs::default(), |c| {
+        c.server.max_body_bytes = 2_000;
+        c.ocr.max_image_bytes = 10_000;
+    })
+    .await;
+    let too_big = json!({"image_url": "x".repeat(100_000), "url_type": "oss"});
+    let cases = [
+        ("/answer", json!({"user_input": "x".repeat(3_000)})),
+        ("/ocr", too_big.clone()),
+        ("/ocr_handler", too_big.clone()),
+        ("/ocr/jobs", json!([too_big])),
+    ];
+    for (path, body) in cases {
+        let response = app
+            .client
+            .post(app.url(path))
+            .json(&body)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 413, "{path}");
+        let error: Value = response.json().await.expect("JSON error");
+        assert_eq!(error["error"]["code"], "body_too_large", "{path}: {error}");
+    }
+    // An upload whose body is over the limit: the same code.
+    let response = upload(&app, "/ocr", vec![7u8; 200_000], "huge.png").await;
+    assert_eq!(response.status(), 413);
+    let error: Value = response.json().await.expect("JSON error");
+    assert_eq!(error["error"]["code"], "body_too_large", "{error}");
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Remakes link/symbol-order.txt: the functions chat-proxy runs, from a profile of the /answer
+# Remakes build-data/symbol-order.txt: the functions chat-proxy runs, from a profile of the /answer
 # benchmark (start-up, HTTP/1.1 and h2c upstreams, a full queue, clients leaving, the log).
 # The release build links them side by side (build.rs), so the server's code keeps fewer pages
 # in memory. Run it after a dependency update or a larger change; a stale list only means
@@ -20,5 +20,5 @@ cp target/release/chat-proxy "$work/chat-proxy.bench"
 CHAT_PROXY_BENCH_WRAP="valgrind --tool=callgrind --demangle=no --callgrind-out-file=$work/cg.%p" \
 CHAT_PROXY_BENCH_CPU="100 1 300" \
     cargo bench --bench answer -- cpu rss
-python3 scripts/symbol-order.py link/symbol-order.txt "$work" \
+python3 build-data/symbol-order.py build-data/symbol-order.txt "$work" \
     "$work/chat-proxy.bench" "$work/chat-proxy.run"

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Writes link/symbol-order.txt: the functions of chat-proxy that a profile saw run, hottest
+"""Writes build-data/symbol-order.txt: the functions of chat-proxy that a profile saw run, hottest
 first, under their names in each given build of the binary.
 
-    scripts/symbol-order.py OUT PROFILE_DIR PROFILED_BINARY [OTHER_BINARY ...]
+    build-data/symbol-order.py OUT PROFILE_DIR PROFILED_BINARY [OTHER_BINARY ...]
 
 PROFILE_DIR holds callgrind outputs (made with `--demangle=no`) of runs of PROFILED_BINARY. A
 function's name carries a hash that differs between builds of the same code (`cargo build
