@@ -7,8 +7,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+#[path = "support/eventually.rs"]
+mod eventually;
 #[path = "support/process.rs"]
 mod process;
+use eventually::eventually_blocking;
 use process::{children_of, is_running};
 
 fn shipped_config() -> PathBuf {
@@ -143,15 +146,12 @@ fn runs_on_the_shipped_config_logs_its_address_and_stops_on_sigterm() {
         .status()
         .expect("kill runs");
     assert!(killed.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = running.0.try_wait().expect("wait") {
-            assert!(status.success(), "exit status {status}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let status = eventually_blocking(
+        "the server to stop on SIGTERM",
+        Duration::from_secs(20),
+        || running.0.try_wait().expect("wait").ok_or("still running"),
+    );
+    assert!(status.success(), "exit status {status}");
 }
 
 #[test]
@@ -182,11 +182,18 @@ fn tesseract_runs_in_worker_processes_that_end_with_the_server() {
     // Even a server killed outright leaves no worker behind: their stdin closes.
     running.0.kill().expect("kill -9");
     running.0.wait().expect("reaped");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while workers.iter().any(|pid| is_running(*pid)) {
-        assert!(Instant::now() < deadline, "workers outlived the server");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually_blocking(
+        "the workers to end with the server",
+        Duration::from_secs(10),
+        || {
+            let running: Vec<_> = workers.iter().filter(|pid| is_running(**pid)).collect();
+            if running.is_empty() {
+                Ok(())
+            } else {
+                Err(running)
+            }
+        },
+    );
 }
 
 #[test]

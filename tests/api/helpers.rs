@@ -15,6 +15,8 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::eventually::eventually;
+
 static TRACING: LazyLock<()> = LazyLock::new(|| {
     if std::env::var("TEST_LOG").is_ok() {
         chat_proxy::telemetry::init(&chat_proxy::config::LogConfig {
@@ -122,15 +124,19 @@ impl TestApp {
 
     /// Waits until `/health` satisfies `check`, or panics after 10 s with the last body.
     pub async fn wait_for_health(&self, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-        let mut last = Value::Null;
-        for _ in 0..200 {
-            last = self.health().await;
-            if check(&last) {
-                return last;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("health never showed {what}: {last}");
+        eventually(
+            &format!("health to show {what}"),
+            Duration::from_secs(10),
+            async || {
+                let health = self.health().await;
+                if check(&health) {
+                    Ok(health)
+                } else {
+                    Err(health)
+                }
+            },
+        )
+        .await
     }
 
     /// A second pool on the app's database, to read what the writer stored.
@@ -141,21 +147,21 @@ impl TestApp {
     /// Waits until the database holds `count` chat_logs rows (or panics after 30 s).
     pub async fn wait_for_rows(&self, count: u64) -> Database {
         let db = self.database();
-        let mut seen = None;
-        for _ in 0..300 {
-            match db.count_chat_logs().await {
-                Ok(n) if n >= count => {
-                    assert_eq!(n, count, "more rows than requests");
-                    return db;
-                }
-                other => seen = Some(other.map_err(|e| e.to_string())),
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "expected {count} rows, last saw {seen:?}; writer {}",
-            self.health().await["log_writer"]
-        );
+        let rows = eventually(
+            &format!("{count} chat_logs rows"),
+            Duration::from_secs(30),
+            async || match db.count_chat_logs().await {
+                Ok(n) if n >= count => Ok(n),
+                other => Err(format!(
+                    "{:?}; writer {}",
+                    other.map_err(|e| e.to_string()),
+                    self.health().await["log_writer"]
+                )),
+            },
+        )
+        .await;
+        assert_eq!(rows, count, "more rows than requests");
+        db
     }
 
     /// Starts shutdown and waits for the server (and the log writer) to stop.

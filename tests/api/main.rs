@@ -2,6 +2,8 @@
 
 mod answer;
 mod auth;
+#[path = "../support/eventually.rs"]
+mod eventually;
 mod faults;
 mod fixtures;
 mod helpers;

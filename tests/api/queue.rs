@@ -7,7 +7,8 @@ use chat_proxy::demo::{Fault, MockKnobs};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::helpers::{last, names, read_events, spawn_app_with};
+use crate::eventually::eventually;
+use crate::helpers::{TestApp, last, names, read_events, spawn_app_with};
 
 fn slow() -> MockKnobs {
     MockKnobs {
@@ -94,12 +95,7 @@ async fn a_client_leaving_mid_stream_frees_its_permit_and_aborts_upstream() {
 
     app.wait_for_health("the permit back", |h| h["upstream"]["permits_in_use"] == 0)
         .await;
-    for _ in 0..100 {
-        if app.mock.counters().aborted.load(Ordering::Acquire) == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_aborted(&app, 1).await;
     let counters = app.mock.counters();
     assert_eq!(
         counters.aborted.load(Ordering::Acquire),
@@ -153,13 +149,7 @@ async fn a_client_leaving_during_a_stall_aborts_at_once() {
     drop(events);
     app.wait_for_health("the permit back", |h| h["upstream"]["permits_in_use"] == 0)
         .await;
-    for _ in 0..100 {
-        if app.mock.counters().aborted.load(Ordering::Acquire) == 1 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the upstream request was not aborted");
+    wait_for_aborted(&app, 1).await;
 }
 
 #[tokio::test]
@@ -196,11 +186,18 @@ async fn over_http2_streams_share_the_upstream_and_a_leaving_client_still_aborts
         }
     }
     drop(events);
-    for _ in 0..100 {
-        if app.mock.counters().aborted.load(Ordering::Acquire) == 1 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the HTTP/2 upstream stream was not reset");
+    wait_for_aborted(&app, 1).await;
+}
+
+/// Waits until the mock saw `count` upstream requests aborted (the stream reset, for HTTP/2).
+async fn wait_for_aborted(app: &TestApp, count: usize) {
+    eventually(
+        "the upstream request to be aborted",
+        Duration::from_secs(5),
+        async || match app.mock.counters().aborted.load(Ordering::Acquire) {
+            n if n == count => Ok(()),
+            n => Err(n),
+        },
+    )
+    .await;
 }

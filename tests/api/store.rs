@@ -10,6 +10,7 @@ use chat_proxy::store::{Database, LogWriter, OcrResultRecord};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
+use crate::eventually::eventually;
 use crate::helpers::{SseEvent, TestApp, read_events, spawn_app_with};
 use crate::mysql::{Relay, TestDatabase, server_addr};
 
@@ -263,8 +264,12 @@ async fn mysql_health_follows_the_database_before_any_write() {
     let url = test_db.url_via(relay.addr);
     let app = spawn_app_with(knobs(), |c| outage_settings(c, url)).await;
 
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let writer = app.health().await["log_writer"].clone();
+    let health = app
+        .wait_for_health("the database down", |h| {
+            h["log_writer"]["database_ok"] == false
+        })
+        .await;
+    let writer = health["log_writer"].clone();
     assert_eq!(writer["database_ok"], false, "{writer}");
 
     relay.set_up(true);
@@ -365,13 +370,19 @@ async fn a_replay_never_duplicates_rows() {
     let line = serde_json::to_string(&chat_proxy::store::LogRecord::from(record)).expect("json");
     std::fs::write(&config.writer.spill_path, format!("{line}\n{line}\n")).expect("write spill");
     let writer = LogWriter::start(db.clone(), &config.writer).expect("writer");
-    for _ in 0..100 {
-        if !writer.stats().spill_pending {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(!writer.stats().spill_pending);
+    eventually(
+        "the spill file replayed",
+        Duration::from_secs(5),
+        async || {
+            let stats = writer.stats();
+            if stats.spill_pending {
+                Err(stats)
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
     writer.shutdown().await;
     // The writer closed its pool on shutdown; read through a new one.
     let db = Database::connect_lazy(&config.database).expect("url");

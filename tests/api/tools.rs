@@ -11,6 +11,7 @@ use chat_proxy::demo::MockKnobs;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use crate::eventually::eventually;
 use crate::fixtures::holding_card;
 use crate::helpers::{SseEvent, answer_text, last, names, read_events, spawn_app_with};
 
@@ -164,15 +165,13 @@ async fn a_tool_call_streams_its_events_then_the_answer_and_is_logged() {
         serde_json::from_str(row.tool_calls.as_deref().expect("tool calls")).expect("JSON");
     assert_eq!(calls[0]["result"]["fund_code"], code.as_str());
     let ocr_id = result.data["ocr_id"].as_str().expect("ocr id");
-    let mut stored = None;
-    for _ in 0..100 {
-        stored = db.ocr_result(ocr_id).await.expect("read");
-        if stored.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let stored = stored.expect("ocr row");
+    let stored = eventually("the OCR row", Duration::from_secs(5), async || {
+        db.ocr_result(ocr_id)
+            .await
+            .expect("read")
+            .ok_or("no row yet")
+    })
+    .await;
     assert_eq!(stored.request_id, request_id);
     assert_eq!(stored.ocr_fund_code.as_deref(), Some(code.as_str()));
 }
@@ -328,12 +327,15 @@ async fn a_client_leaving_during_a_tool_run_cancels_cleanly() {
             break;
         }
     }
-    for _ in 0..100 {
-        if server.gated_arrivals.load(Ordering::Acquire) == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        "the image request to arrive",
+        Duration::from_secs(5),
+        async || match server.gated_arrivals.load(Ordering::Acquire) {
+            1 => Ok(()),
+            n => Err(n),
+        },
+    )
+    .await;
     drop(events);
     let db = app.wait_for_rows(1).await;
     let row = db.chat_log(&request_id).await.expect("read").expect("row");
@@ -384,13 +386,15 @@ async fn permits_are_free_while_tools_run() {
         })
         .collect();
     // All five permit holders are now in their tool run, waiting on the image.
-    for _ in 0..200 {
-        if server.gated_arrivals.load(Ordering::Acquire) == 5 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(server.gated_arrivals.load(Ordering::Acquire), 5);
+    eventually(
+        "five image requests to arrive",
+        Duration::from_secs(10),
+        async || match server.gated_arrivals.load(Ordering::Acquire) {
+            5 => Ok(()),
+            n => Err(n),
+        },
+    )
+    .await;
     let health = app.health().await;
     assert_eq!(health["upstream"]["permits_in_use"], 0, "{health}");
     let plain = tokio::time::timeout(Duration::from_secs(10), async {
@@ -491,15 +495,13 @@ async fn two_hundred_tool_users_each_get_only_their_own_image() {
             "user {i}: {}",
             row.answer
         );
-        let mut ocr = None;
-        for _ in 0..100 {
-            ocr = db.ocr_result(&ocr_id).await.expect("read");
-            if ocr.is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let ocr = ocr.expect("ocr row");
+        let ocr = eventually("the OCR row", Duration::from_secs(5), async || {
+            db.ocr_result(&ocr_id)
+                .await
+                .expect("read")
+                .ok_or("no row yet")
+        })
+        .await;
         assert_eq!(ocr.request_id, request_id, "user {i}");
         assert_eq!(
             ocr.ocr_fund_code.as_deref(),
