@@ -12,6 +12,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use chat_proxy::demo::{MockKnobs, MockUpstream};
+use chat_proxy::lifecycle::Lifecycle;
 
 mod support;
 use eventsource_stream::Eventsource;
@@ -66,11 +67,14 @@ async fn run() {
 }
 
 async fn mock(token_delay_ms: u64, tokens: usize) -> MockUpstream {
-    MockUpstream::start(MockKnobs {
-        tokens: Some(tokens),
-        token_delay: Duration::from_millis(token_delay_ms),
-        ..MockKnobs::default()
-    })
+    MockUpstream::start(
+        MockKnobs {
+            tokens: Some(tokens),
+            token_delay: Duration::from_millis(token_delay_ms),
+            ..MockKnobs::default()
+        },
+        &Lifecycle::new(),
+    )
     .await
     .expect("mock")
 }

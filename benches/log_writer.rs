@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use chat_proxy::config::{DatabaseConfig, WriterConfig};
 use chat_proxy::demo::{MockKnobs, MockUpstream};
+use chat_proxy::lifecycle::Lifecycle;
 
 mod support;
 use chat_proxy::store::{ChatLogRecord, Database, LogWriter};
@@ -140,7 +141,7 @@ async fn writer_rate(url: &str, dir: &Path, rows: usize, batch_size: usize) -> f
         ..WriterConfig::default()
     };
     let records: Vec<_> = (0..rows).map(record).collect();
-    let writer = LogWriter::start(db.clone(), &config).expect("writer");
+    let writer = LogWriter::start(db.clone(), &config, &Lifecycle::new()).expect("writer");
     let started = Instant::now();
     for r in records {
         writer.submit(r);
@@ -158,11 +159,14 @@ async fn writer_rate(url: &str, dir: &Path, rows: usize, batch_size: usize) -> f
 /// SIGKILL mid-load, and compares what clients saw finish with what was kept.
 async fn kill_nine_trial(dir: &Path, trial: usize) {
     let url = fresh_mysql(&format!("kill{trial}")).await;
-    let mock = MockUpstream::start(MockKnobs {
-        tokens: Some(20),
-        token_delay: Duration::from_millis(2),
-        ..MockKnobs::default()
-    })
+    let mock = MockUpstream::start(
+        MockKnobs {
+            tokens: Some(20),
+            token_delay: Duration::from_millis(2),
+            ..MockKnobs::default()
+        },
+        &Lifecycle::new(),
+    )
     .await
     .expect("mock");
     let spill = dir.join(format!("kill-{trial}.jsonl"));
@@ -183,10 +187,12 @@ async fn kill_nine_trial(dir: &Path, trial: usize) {
     let done: Arc<Mutex<Vec<String>>> = Arc::default();
     let client = reqwest::Client::new();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The benchmark's clients are not the product's tasks: they have their own tracker.
+    let clients = Lifecycle::new();
     let mut workers = Vec::new();
     for _ in 0..50 {
         let (client, addr, done, stop) = (client.clone(), addr.clone(), done.clone(), stop.clone());
-        workers.push(tokio::spawn(async move {
+        workers.push(clients.spawn(async move {
             while !stop.load(std::sync::atomic::Ordering::Acquire) {
                 let Ok(response) = client
                     .post(format!("http://{addr}/answer"))

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chat_proxy::config::OcrConfig;
+use chat_proxy::lifecycle::Lifecycle;
 use chat_proxy::ocr::{EnginePool, ImageRequest, OcrService, UrlType, WorkerCommand};
 use futures::StreamExt;
 
@@ -72,7 +73,7 @@ async fn run() {
     println!("## Engine start-up");
     let mut starts = Vec::new();
     for _ in 0..3 {
-        let pool = EnginePool::new(worker_command(), 1, 60_000);
+        let pool = EnginePool::new(worker_command(), 1, 60_000, Lifecycle::new());
         let started = Instant::now();
         pool.preload().await.expect("engine starts");
         starts.push(started.elapsed());
@@ -87,7 +88,7 @@ async fn run() {
         worker_program: worker_command().program,
         ..OcrConfig::default()
     });
-    let ocr = Arc::new(OcrService::new(config).expect("service"));
+    let ocr = Arc::new(OcrService::new(config, &Lifecycle::new()).expect("service"));
     ocr.pool().preload().await.expect("engines");
     let request = || ImageRequest {
         url_type: UrlType::Upload,

@@ -1,6 +1,13 @@
-//! The server's lifecycle in one handle: the tracker that owns every task shutdown waits for,
+//! The server's lifecycle in one handle: the trackers that own every task shutdown waits for,
 //! the draining flag that refuses new work, and the signal that ends the streams still open when
-//! the grace period is over. Work that must finish before the process exits is spawned here.
+//! the grace period is over.
+//!
+//! Every task the crate starts is spawned here (clippy's `disallowed_methods` forbids
+//! `tokio::spawn` elsewhere), in one of two kinds:
+//! - work ([`Lifecycle::spawn`]): exchanges, OCR jobs and recognitions. Shutdown waits for all of
+//!   it before the log writer drains, so every record is handed over first.
+//! - services ([`Lifecycle::spawn_service`]): the log writer and the demo model, which run until
+//!   their own stop. Shutdown waits for them last, after stopping them.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,8 +23,10 @@ pub struct Lifecycle(Arc<Inner>);
 
 #[derive(Default)]
 struct Inner {
-    /// Owns every exchange, job and background task, so shutdown waits for them.
+    /// Owns every exchange, job and recognition, so shutdown waits for them.
     tasks: TaskTracker,
+    /// Owns the services that run until their own stop.
+    services: TaskTracker,
     /// Set when shutdown begins: new work is refused with 503 and `/health` says so.
     draining: AtomicBool,
     /// Cancelled when shutdown's grace period is over: streams still running end with an error.
@@ -38,6 +47,15 @@ impl Lifecycle {
         self.0.tasks.spawn(work)
     }
 
+    /// Runs a service that ends when its owner stops it; shutdown waits for it last.
+    pub fn spawn_service<F>(&self, service: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.0.services.spawn(service)
+    }
+
     pub fn is_draining(&self) -> bool {
         self.0.draining.load(Ordering::Acquire)
     }
@@ -52,10 +70,16 @@ impl Lifecycle {
         &self.0.stop_streams
     }
 
-    /// Takes no more tasks and waits for every one spawned so far.
+    /// Takes no more work and waits for all of it spawned so far.
     pub async fn wait_for_tasks(&self) {
         self.0.tasks.close();
         self.0.tasks.wait().await;
+    }
+
+    /// Takes no more services and waits for the ones started (their owners stopped them).
+    pub async fn wait_for_services(&self) {
+        self.0.services.close();
+        self.0.services.wait().await;
     }
 }
 
@@ -76,6 +100,22 @@ mod tests {
         tx.send(()).expect("task waits");
         waiting.await;
         assert_eq!(task.await.expect("task ran"), 7);
+    }
+
+    #[tokio::test]
+    async fn services_are_waited_for_apart_from_work() {
+        let lifecycle = Lifecycle::new();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let stopped = stop.clone();
+        lifecycle.spawn_service(async move { stopped.cancelled().await });
+        lifecycle.wait_for_tasks().await;
+        let mut waiting = std::pin::pin!(lifecycle.wait_for_services());
+        assert!(
+            futures::poll!(waiting.as_mut()).is_pending(),
+            "a service runs until stopped"
+        );
+        stop.cancel();
+        waiting.await;
     }
 
     #[test]

@@ -238,13 +238,14 @@ mod tests {
         let q = queue(1, 100, 10_000);
         let held = q.acquire().await.expect("free permit");
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let lifecycle = crate::lifecycle::Lifecycle::new();
         let mut tasks = Vec::new();
         for i in 0..20 {
             let Entry::Queued(waiter) = q.enter().expect("room") else {
                 panic!("must queue")
             };
             let tx = tx.clone();
-            tasks.push(tokio::spawn(async move {
+            tasks.push(lifecycle.spawn(async move {
                 let permit = waiter.wait().await.expect("served");
                 tx.send(i).expect("receiver alive");
                 tokio::task::yield_now().await;

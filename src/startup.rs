@@ -3,10 +3,12 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use futures::FutureExt as _;
 use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -44,12 +46,16 @@ impl Application {
         let config = Arc::new(config);
         // Templates first: a broken prompt stops start-up before anything else is started.
         let prompts = Prompts::load(&config.prompts.dir).context("loading the prompt templates")?;
+        let lifecycle = Lifecycle::new();
         let (base_url, demo, model_label) = if config.upstream.is_demo() {
-            let demo = MockUpstream::start(MockKnobs {
-                first_chunk_delay: ms(config.demo.first_chunk_delay_ms),
-                token_delay: ms(config.demo.token_delay_ms),
-                ..MockKnobs::default()
-            })
+            let demo = MockUpstream::start(
+                MockKnobs {
+                    first_chunk_delay: ms(config.demo.first_chunk_delay_ms),
+                    token_delay: ms(config.demo.token_delay_ms),
+                    ..MockKnobs::default()
+                },
+                &lifecycle,
+            )
             .await
             .context("starting the offline demo model")?;
             tracing::info!(
@@ -84,13 +90,14 @@ impl Application {
             spill = %config.writer.spill_path.display(),
             "logging exchanges to the database in the background"
         );
-        let log = LogWriter::start(database.clone(), &config.writer).with_context(|| {
-            format!(
-                "opening the spill file {}",
-                config.writer.spill_path.display()
-            )
-        })?;
-        let ocr = Arc::new(OcrService::new(Arc::new(config.ocr.clone()))?);
+        let log =
+            LogWriter::start(database.clone(), &config.writer, &lifecycle).with_context(|| {
+                format!(
+                    "opening the spill file {}",
+                    config.writer.spill_path.display()
+                )
+            })?;
+        let ocr = Arc::new(OcrService::new(Arc::new(config.ocr.clone()), &lifecycle)?);
         if config.ocr.preload {
             ocr.pool()
                 .preload()
@@ -113,7 +120,6 @@ impl Application {
                 config.tools.max_rounds,
             ))
         });
-        let lifecycle = Lifecycle::new();
         let answer = AnswerContext {
             upstream: Arc::new(upstream),
             model_label: model_label.into(),
@@ -181,22 +187,17 @@ impl Application {
             demo,
         } = self;
         tracing::info!("listening on {addr}");
+        let lifecycle = state.lifecycle.clone();
         let signalled = CancellationToken::new();
-        tokio::spawn({
-            let signalled = signalled.clone();
-            async move {
+        let grace = ms(state.config.server.shutdown_grace_ms);
+        // The shutdown sequence up to the end of the grace period: stop accepting, refuse new
+        // work, let streams run on, then end the rest. Fused: it is polled beside the server, then
+        // beside the wait for the last tasks, and must not run twice.
+        let mut stopping = pin!(
+            async {
                 shutdown.await;
                 signalled.cancel();
-            }
-        });
-        let stop_streams = state.lifecycle.stop_streams().clone();
-        let grace = ms(state.config.server.shutdown_grace_ms);
-        tokio::spawn({
-            let state = state.clone();
-            let signalled = signalled.clone();
-            async move {
-                signalled.cancelled().await;
-                state.lifecycle.begin_draining();
+                lifecycle.begin_draining();
                 tracing::info!(
                     open = state.answers.open(),
                     grace_ms = grace.as_millis() as u64,
@@ -209,27 +210,44 @@ impl Application {
                         "grace period over; ending open streams"
                     );
                 }
-                state.lifecycle.stop_streams().cancel();
+                lifecycle.stop_streams().cancel();
             }
-        });
-
+            .fuse()
+        );
         let limits = ConnectionLimits {
             header_read_timeout: ms(state.config.server.header_read_timeout_ms),
             idle_timeout: ms(state.config.server.idle_timeout_ms),
         };
-        let server = serve(listener, routes::router(state.clone()), limits, signalled);
+        let server = serve(
+            listener,
+            routes::router(state.clone()),
+            limits,
+            signalled.clone(),
+        );
         tokio::select! {
             () = server => {}
             () = async {
-                stop_streams.cancelled().await;
+                (&mut stopping).await;
                 tokio::time::sleep(CLOSE_WAIT).await;
             } => tracing::warn!("connections still open after the grace period; closing them"),
         }
-        state.lifecycle.wait_for_tasks().await;
+        // Every connection is closed. Work that is not a stream (OCR jobs) may still run: the
+        // grace period goes on for it, and then it is told to stop too.
+        let mut work_done = pin!(lifecycle.wait_for_tasks());
+        tokio::select! {
+            () = &mut work_done => {}
+            () = &mut stopping => work_done.await,
+        }
         // Every exchange has handed over its record: drain the writer last.
         state.log.shutdown().await;
         if let Some(demo) = demo {
             demo.stop();
+        }
+        if tokio::time::timeout(CLOSE_WAIT, lifecycle.wait_for_services())
+            .await
+            .is_err()
+        {
+            tracing::warn!("a background service did not stop in time; leaving it");
         }
         tracing::info!("stopped");
         Ok(())

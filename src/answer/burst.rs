@@ -72,7 +72,8 @@ mod tests {
     async fn a_value_sent_by_a_task_that_runs_in_the_turn_is_caught() {
         let (tx, rx) = oneshot::channel();
         // Spawned before the wait: it is ready to run when the waiting task yields its turn.
-        let sender = tokio::spawn(async move { tx.send(7).expect("receiver alive") });
+        let sender = crate::lifecycle::Lifecycle::new()
+            .spawn(async move { tx.send(7).expect("receiver alive") });
         let mut rx = pin!(rx);
         let got = ready_within_a_turn(rx.as_mut()).await;
         assert_eq!(got.map(|r| r.expect("sent")), Some(7));

@@ -28,6 +28,8 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::lifecycle::Lifecycle;
+
 /// How the mock misbehaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -107,8 +109,8 @@ pub struct MockUpstream {
 }
 
 impl MockUpstream {
-    /// Starts the server on `127.0.0.1:0`.
-    pub async fn start(knobs: MockKnobs) -> std::io::Result<Self> {
+    /// Starts the server on `127.0.0.1:0`, as a service of `lifecycle`.
+    pub async fn start(knobs: MockKnobs, lifecycle: &Lifecycle) -> std::io::Result<Self> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
@@ -121,7 +123,7 @@ impl MockUpstream {
             .with_state(shared.clone());
         let stop = CancellationToken::new();
         let stopped = stop.clone();
-        tokio::spawn(async move {
+        lifecycle.spawn_service(async move {
             let listener = listener.tap_io(|tcp| {
                 let _ = tcp.set_nodelay(true);
             });

@@ -12,6 +12,7 @@ use futures::StreamExt;
 use serde_json::json;
 
 use crate::config::Config;
+use crate::lifecycle::Lifecycle;
 use crate::store::Database;
 
 use super::{ImageRequest, OcrService, UrlType};
@@ -38,7 +39,8 @@ pub async fn recognize_dir(
             Database::describe(&config.database.url)
         )
     })?;
-    let ocr = Arc::new(OcrService::new(Arc::new(config.ocr.clone()))?);
+    let lifecycle = Lifecycle::new();
+    let ocr = Arc::new(OcrService::new(Arc::new(config.ocr.clone()), &lifecycle)?);
     let run_id = format!("ocr-dir-{}", uuid::Uuid::new_v4());
     let concurrency = ocr.pool().size().max(1);
     let mut results = futures::stream::iter(files)

@@ -21,6 +21,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::config::{OcrConfig, ms};
+use crate::lifecycle::Lifecycle;
 use crate::metrics::OcrMetrics;
 use crate::store::{LogWriter, OcrResultRecord};
 
@@ -128,14 +129,20 @@ struct Recent {
 }
 
 impl OcrService {
-    pub fn new(config: Arc<OcrConfig>) -> anyhow::Result<Self> {
+    /// Recognitions run as work of `lifecycle`.
+    pub fn new(config: Arc<OcrConfig>, lifecycle: &Lifecycle) -> anyhow::Result<Self> {
         let worker = WorkerCommand::new(&config.worker_program, &config.languages);
         worker
             .check()
             .map_err(|e| anyhow::anyhow!("ocr.worker_program: the OCR worker binary {e}"))?;
         Ok(Self {
             fetcher: ImageFetcher::new(config.clone())?,
-            pool: EnginePool::new(worker, config.engines(), config.timeout_ms),
+            pool: EnginePool::new(
+                worker,
+                config.engines(),
+                config.timeout_ms,
+                lifecycle.clone(),
+            ),
             config,
             recent: Mutex::new(Recent::default()),
             metrics: OcrMetrics::default(),

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use super::OcrError;
 use super::worker::{Worker, WorkerCommand};
 use crate::config::ms;
+use crate::lifecycle::Lifecycle;
 
 pub use super::worker::Recognized;
 
@@ -27,10 +28,17 @@ pub struct EnginePool {
     permits: Arc<Semaphore>,
     busy: Arc<AtomicUsize>,
     created: Arc<AtomicUsize>,
+    /// Recognitions run as its work, so shutdown waits for them.
+    lifecycle: Lifecycle,
 }
 
 impl EnginePool {
-    pub fn new(command: WorkerCommand, size: usize, time_limit_ms: u64) -> Self {
+    pub fn new(
+        command: WorkerCommand,
+        size: usize,
+        time_limit_ms: u64,
+        lifecycle: Lifecycle,
+    ) -> Self {
         Self {
             command: Arc::new(command),
             size,
@@ -39,6 +47,7 @@ impl EnginePool {
             permits: Arc::new(Semaphore::new(size)),
             busy: Arc::new(AtomicUsize::new(0)),
             created: Arc::new(AtomicUsize::new(0)),
+            lifecycle,
         }
     }
 
@@ -97,7 +106,7 @@ impl EnginePool {
         let command = self.command.clone();
         let time_limit_ms = self.time_limit_ms;
         // In a task of its own, so that a worker is never left halfway through a request.
-        let work = tokio::spawn(async move {
+        let work = self.lifecycle.spawn(async move {
             let run = async {
                 let mut worker = match worker {
                     Some(worker) => worker,

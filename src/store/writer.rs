@@ -15,6 +15,7 @@ use tokio::time::{Instant, sleep, timeout_at};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{WriterConfig, ms};
+use crate::lifecycle::Lifecycle;
 
 use super::db::{Database, StoreError};
 use super::records::LogRecord;
@@ -61,7 +62,12 @@ pub struct LogWriter {
 impl LogWriter {
     /// Starts the writer task. It connects, migrates and replays any spill file left by an
     /// earlier run as soon as the database answers.
-    pub fn start(db: Database, config: &WriterConfig) -> std::io::Result<Self> {
+    /// The task is a service of `lifecycle`: [`LogWriter::shutdown`] stops it.
+    pub fn start(
+        db: Database,
+        config: &WriterConfig,
+        lifecycle: &Lifecycle,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel(config.queue_capacity);
         let spill = Arc::new(SpillFile::new(config.spill_path.clone())?);
         let counters = Arc::new(Counters::default());
@@ -81,7 +87,7 @@ impl LogWriter {
             retry_max: ms(config.retry_max_ms),
             drain_timeout: ms(config.drain_timeout_ms),
         };
-        let handle = tokio::spawn(task.run());
+        let handle = lifecycle.spawn_service(task.run());
         Ok(Self {
             tx,
             capacity: config.queue_capacity,

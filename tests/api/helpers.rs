@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use chat_proxy::config::Config;
 use chat_proxy::demo::{MockKnobs, MockUpstream};
+use chat_proxy::lifecycle::Lifecycle;
 use chat_proxy::startup::Application;
 use chat_proxy::store::Database;
 use eventsource_stream::Eventsource;
@@ -63,7 +64,9 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(knobs: MockKnobs, tweak: impl FnOnce(&mut Config)) -> TestApp {
     LazyLock::force(&TRACING);
-    let mock = MockUpstream::start(knobs).await.expect("mock starts");
+    let mock = MockUpstream::start(knobs, &Lifecycle::new())
+        .await
+        .expect("mock starts");
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = test_config(&mock, dir.path());
     tweak(&mut config);

@@ -1,4 +1,10 @@
 //! End-to-end tests: the real app against the mock model, over real sockets on 127.0.0.1.
+// The tests are the product's clients and peers (servers, relays, many users at once): they
+// spawn their own tasks; only the product goes through its Lifecycle.
+#![expect(
+    clippy::disallowed_methods,
+    reason = "test clients and peers spawn their own tasks"
+)]
 
 mod answer;
 mod auth;

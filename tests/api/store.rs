@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chat_proxy::config::Config;
 use chat_proxy::demo::MockKnobs;
+use chat_proxy::lifecycle::Lifecycle;
 use chat_proxy::store::{Database, LogWriter, OcrResultRecord};
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -369,7 +370,7 @@ async fn a_replay_never_duplicates_rows() {
     // The same record again, through the spill file, on the next start.
     let line = serde_json::to_string(&chat_proxy::store::LogRecord::from(record)).expect("json");
     std::fs::write(&config.writer.spill_path, format!("{line}\n{line}\n")).expect("write spill");
-    let writer = LogWriter::start(db.clone(), &config.writer).expect("writer");
+    let writer = LogWriter::start(db.clone(), &config.writer, &Lifecycle::new()).expect("writer");
     eventually(
         "the spill file replayed",
         Duration::from_secs(5),
@@ -418,7 +419,7 @@ async fn mysql_ocr_rows_round_trip_chinese_text() {
     let dir = tempfile::tempdir().expect("temp dir");
     config.writer.spill_path = dir.path().join("spill.jsonl");
     let db = Database::connect_lazy(&config.database).expect("url");
-    let writer = LogWriter::start(db, &config.writer).expect("writer");
+    let writer = LogWriter::start(db, &config.writer, &Lifecycle::new()).expect("writer");
     writer.submit(sample_ocr_record("ocr-cn"));
     writer.shutdown().await;
     // The writer closed its pool on shutdown; read through a new one.
