@@ -1,7 +1,11 @@
 //! The built-in offline model: a small OpenAI-compatible streaming `/chat/completions` server on a
 //! loopback port. `upstream.base_url = "demo"` starts it so the proxy runs with no key and no
-//! network; tests and benchmarks start it with [`MockKnobs`] for latency, length and faults, and
-//! read its [`MockCounters`] to see what the upstream saw.
+//! network; tests and benchmarks start it with [`MockKnobs`] for latency and length.
+//!
+//! What only tests use is behind the `mock-faults` cargo feature, which the test and benchmark
+//! builds turn on (a dev-dependency of the crate on itself) and a release build leaves out: the
+//! faults, recording requests, changing the knobs while it runs, and reading its counters.
+//! A production binary cannot be made to inject a fault.
 
 mod replies;
 
@@ -53,10 +57,13 @@ pub struct MockKnobs {
     /// Exactly this many content chunks, each echoing the user's last message; `None` gives
     /// the demo sentence.
     pub tokens: Option<usize>,
+    #[cfg(feature = "mock-faults")]
     pub fault: Option<Fault>,
     /// Apply `fault` to this many requests only (then behave); `None` for every request.
+    #[cfg(feature = "mock-faults")]
     pub fault_requests: Option<usize>,
-    /// Keep each request body for [`MockUpstream::requests`].
+    /// Keep each request body for `MockUpstream::requests`.
+    #[cfg(feature = "mock-faults")]
     pub record_requests: bool,
     /// Size of the fragments a tool call's arguments are streamed in.
     pub tool_fragment: usize,
@@ -72,8 +79,11 @@ impl Default for MockKnobs {
             first_chunk_delay: Duration::ZERO,
             token_delay: Duration::ZERO,
             tokens: None,
+            #[cfg(feature = "mock-faults")]
             fault: None,
+            #[cfg(feature = "mock-faults")]
             fault_requests: None,
+            #[cfg(feature = "mock-faults")]
             record_requests: false,
             tool_fragment: 7,
             tool_loop: false,
@@ -91,12 +101,14 @@ pub struct MockCounters {
     pub completed: AtomicUsize,
     /// Streams whose client (the proxy) went away before the end.
     pub aborted: AtomicUsize,
+    #[cfg(feature = "mock-faults")]
     faults_served: AtomicUsize,
 }
 
 struct Shared {
     knobs: Mutex<MockKnobs>,
     counters: MockCounters,
+    #[cfg(feature = "mock-faults")]
     recorded: Mutex<Vec<Value>>,
 }
 
@@ -104,6 +116,7 @@ struct Shared {
 #[derive(Clone)]
 pub struct MockUpstream {
     addr: SocketAddr,
+    #[cfg(feature = "mock-faults")]
     shared: Arc<Shared>,
     stop: CancellationToken,
 }
@@ -116,6 +129,7 @@ impl MockUpstream {
         let shared = Arc::new(Shared {
             knobs: Mutex::new(knobs),
             counters: MockCounters::default(),
+            #[cfg(feature = "mock-faults")]
             recorded: Mutex::new(Vec::new()),
         });
         let app = Router::new()
@@ -134,7 +148,12 @@ impl MockUpstream {
                 tracing::error!(error = %err, "demo model server failed");
             }
         });
-        Ok(Self { addr, shared, stop })
+        Ok(Self {
+            addr,
+            #[cfg(feature = "mock-faults")]
+            shared,
+            stop,
+        })
     }
 
     /// API root to put in `upstream.base_url`.
@@ -142,15 +161,18 @@ impl MockUpstream {
         format!("http://{}/v1", self.addr)
     }
 
+    #[cfg(feature = "mock-faults")]
     pub fn counters(&self) -> &MockCounters {
         &self.shared.counters
     }
 
+    #[cfg(feature = "mock-faults")]
     pub fn set_knobs(&self, update: impl FnOnce(&mut MockKnobs)) {
         update(&mut self.shared.knobs.lock().expect("knobs lock"));
     }
 
     /// Bodies received, when `record_requests` is on.
+    #[cfg(feature = "mock-faults")]
     pub fn requests(&self) -> Vec<Value> {
         self.shared.recorded.lock().expect("recorded lock").clone()
     }
@@ -193,6 +215,7 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, body: Bytes) -> Res
         Ok(value) => value,
         Err(err) => return error_response(400, &format!("invalid JSON: {err}")),
     };
+    #[cfg(feature = "mock-faults")]
     if knobs.record_requests {
         shared
             .recorded
@@ -200,10 +223,7 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, body: Bytes) -> Res
             .expect("recorded lock")
             .push(request.clone());
     }
-    let fault = knobs.fault.filter(|_| match knobs.fault_requests {
-        None => true,
-        Some(limit) => counters.faults_served.fetch_add(1, Ordering::AcqRel) < limit,
-    });
+    let fault = fault_for(&knobs, counters);
 
     tokio::time::sleep(knobs.first_chunk_delay).await;
     if let Some(Fault::Status(status)) = fault {
@@ -280,6 +300,21 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, body: Bytes) -> Res
         .header(header::CACHE_CONTROL, "no-cache")
         .body(Body::from_stream(body))
         .expect("static headers are valid")
+}
+
+/// The fault this request gets, if the knobs ask for one and it is within `fault_requests`.
+#[cfg(feature = "mock-faults")]
+fn fault_for(knobs: &MockKnobs, counters: &MockCounters) -> Option<Fault> {
+    knobs.fault.filter(|_| match knobs.fault_requests {
+        None => true,
+        Some(limit) => counters.faults_served.fetch_add(1, Ordering::AcqRel) < limit,
+    })
+}
+
+/// Without `mock-faults`, the model always behaves.
+#[cfg(not(feature = "mock-faults"))]
+fn fault_for(_: &MockKnobs, _: &MockCounters) -> Option<Fault> {
+    None
 }
 
 fn error_response(status: u16, message: &str) -> Response {
