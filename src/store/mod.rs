@@ -1,12 +1,15 @@
 //! Logging to the database: the [`db`] (MySQL or SQLite) and its `insert` statements, the
-//! [`records`] it stores, and the background [`writer`] with its [`spill`] file.
+//! [`records`] it stores, the [`reads`] back, and the background [`writer`] with its [`spill`]
+//! file.
 
 pub mod db;
 mod insert;
+pub mod reads;
 pub mod records;
 pub mod spill;
 pub mod writer;
 
-pub use db::{Database, StoreError, StoredChatLog, StoredOcrResult};
+pub use db::{Database, StoreError};
+pub use reads::{StoredChatLog, StoredOcrResult};
 pub use records::{ChatLogRecord, LogRecord, OcrResultRecord};
 pub use writer::{LogWriter, WriterStats};

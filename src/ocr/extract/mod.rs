@@ -13,14 +13,15 @@
 //!    down to the next text (one value for a card, one per row for a table).
 //! 4. Each value belongs to the fund on its own line, or else the nearest fund above it.
 
+mod codes;
 mod lines;
+mod shares;
 
-use std::sync::LazyLock;
-
-use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use lines::{Line, Rect, lines_from_tsv};
+use codes::{Code, find_codes};
+use lines::lines_from_tsv;
+use shares::{ShareValue, find_share_values};
 
 /// One fund found on the page.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -31,290 +32,12 @@ pub struct Fund {
     pub name: Option<String>,
 }
 
-static SHARE_LABEL: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"持有份额|持仓份额|当前份额|份额[(]份[)]?").expect("valid regex"));
-static NUMBER: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\d[\d,.]*\d|\d").expect("valid regex"));
-static SIX_DIGITS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\d{6}").expect("valid regex"));
-
-/// Words before a six-digit number that make it something other than a fund code.
-const NOT_A_CODE_BEFORE: [&str; 22] = [
-    "订单",
-    "单号",
-    "编号",
-    "邀请",
-    "卡号",
-    "银行卡",
-    "尾号",
-    "流水",
-    "交易号",
-    "手机",
-    "电话",
-    "账号",
-    "账户",
-    "客户号",
-    "验证码",
-    "金额",
-    "收益",
-    "市值",
-    "净值",
-    "资产",
-    "份额",
-    "¥",
-];
-/// Prefixes that turn `份额(份)` into a distractor.
-const NOT_HELD_BEFORE: [&str; 4] = ["可用", "确认", "冻结", "赎回"];
-
 /// Every fund on the page, top to bottom.
 pub fn extract(tsv: &str) -> Vec<Fund> {
     let lines = lines_from_tsv(tsv);
     let codes = find_codes(&lines);
     let values = find_share_values(&lines, &codes);
     assign(codes, values)
-}
-
-/// A fund code with where it sits.
-#[derive(Debug, Clone)]
-struct Code {
-    code: String,
-    name: Option<String>,
-    line: usize,
-    rect: Rect,
-    /// Top of the fund's block: its name line if that is above the code.
-    anchor_top: f32,
-}
-
-#[derive(Debug, Clone)]
-struct ShareValue {
-    value: String,
-    line: usize,
-    rect: Rect,
-}
-
-fn has_cjk(text: &str) -> bool {
-    text.chars()
-        .filter(|c| ('\u{4e00}'..='\u{9fff}').contains(c))
-        .count()
-        >= 2
-}
-
-fn find_codes(lines: &[Line]) -> Vec<Code> {
-    let mut codes: Vec<Code> = Vec::new();
-    for (li, line) in lines.iter().enumerate() {
-        let text = &line.text;
-        for m in SIX_DIGITS.find_iter(text) {
-            let (start, end) = (m.start(), m.end());
-            let mut before_chars = text[..start].chars().rev().filter(|c| !c.is_whitespace());
-            let prev = text[..start].chars().next_back();
-            let prev_visible = before_chars.next();
-            let prev_prev_visible = before_chars.next();
-            let mut rest = text[end..].chars();
-            let next = rest.next();
-            let after_next = rest.next();
-            // Part of a longer number, an amount, a date or a time: not a code. A colon is
-            // fine after a label (`基金代码：005827`), not after a digit (`12:005827`).
-            if prev.is_some_and(|c| c.is_ascii_digit() || matches!(c, '.' | ',' | '-' | '/'))
-                || (prev_visible == Some(':')
-                    && prev_prev_visible.is_some_and(|c| c.is_ascii_digit()))
-                || next.is_some_and(|c| {
-                    c.is_ascii_digit() || matches!(c, '元' | '%' | '-' | '/' | ':')
-                })
-                || (matches!(next, Some('.' | ','))
-                    && after_next.is_some_and(|c| c.is_ascii_digit()))
-            {
-                continue;
-            }
-            let before: String = text[..start]
-                .chars()
-                .rev()
-                .take(8)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
-            let before_compact: String = before.chars().filter(|c| !c.is_whitespace()).collect();
-            if NOT_A_CODE_BEFORE.iter().any(|w| before_compact.contains(w)) {
-                continue;
-            }
-            let code = m.as_str().to_owned();
-            if codes.iter().any(|c| c.code == code) {
-                continue;
-            }
-            let rect = line.span_rect(start, end);
-            let (name, anchor_top) = fund_name(lines, li, start, rect);
-            codes.push(Code {
-                code,
-                name,
-                line: li,
-                rect,
-                anchor_top,
-            });
-        }
-    }
-    codes
-}
-
-/// The fund's name: Chinese text before the code on its line, else the nearest line above.
-fn fund_name(lines: &[Line], li: usize, start: usize, code: Rect) -> (Option<String>, f32) {
-    let clean = |s: &str| {
-        let s = s.replace("基金代码", "").replace("代码", "");
-        let s = s.trim_matches(|c: char| c.is_whitespace() || "():|-".contains(c));
-        has_cjk(s).then(|| s.to_owned())
-    };
-    if let Some(name) = clean(&lines[li].text[..start]) {
-        return (Some(name), code.top);
-    }
-    let height = code.height().max(1.0);
-    for above in lines[..li].iter().rev() {
-        if code.top - above.rect.bottom > 3.0 * height.max(above.rect.height()) {
-            break;
-        }
-        let overlaps = above.rect.left < code.right + 4.0 * height
-            && above.rect.right > code.left - 4.0 * height;
-        if !overlaps || SHARE_LABEL.is_match(&above.text) {
-            continue;
-        }
-        if let Some(name) = clean(&above.text) {
-            return (Some(name), above.rect.top);
-        }
-    }
-    (None, code.top)
-}
-
-/// A share-like number: `12,345.67`, `12345.67`, `12345` (separators checked, not guessed).
-fn share_number(raw: &str) -> Option<String> {
-    let raw = raw.trim_matches(|c| c == ',' || c == '.');
-    if raw.is_empty() {
-        return None;
-    }
-    // A comma read as a period: "12.345.67" has one decimal point, the last one.
-    let dots = raw.matches('.').count();
-    let (int_part, frac) = match raw.rfind('.') {
-        Some(i) if dots >= 1 => (&raw[..i], Some(&raw[i + 1..])),
-        _ => (raw, None),
-    };
-    let groups: Vec<&str> = int_part.split([',', '.']).collect();
-    if groups
-        .iter()
-        .any(|g| g.is_empty() || !g.bytes().all(|b| b.is_ascii_digit()))
-    {
-        return None;
-    }
-    if groups.len() > 1 && (groups[0].len() > 3 || groups[1..].iter().any(|g| g.len() != 3)) {
-        return None;
-    }
-    let mut value: String = groups.concat();
-    if let Some(frac) = frac {
-        if frac.is_empty() || !frac.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        value.push('.');
-        value.push_str(frac);
-    }
-    Some(value)
-}
-
-/// Numbers on a line with their byte spans.
-fn numbers(line: &Line) -> Vec<(usize, usize, String)> {
-    NUMBER
-        .find_iter(&line.text)
-        .filter_map(|m| share_number(m.as_str()).map(|v| (m.start(), m.end(), v)))
-        .collect()
-}
-
-fn find_share_values(lines: &[Line], codes: &[Code]) -> Vec<ShareValue> {
-    let mut values = Vec::new();
-    for (li, line) in lines.iter().enumerate() {
-        for label in SHARE_LABEL.find_iter(&line.text) {
-            if label.as_str().starts_with("份额") {
-                let before: String = line.text[..label.start()].chars().rev().take(3).collect();
-                let before: String = before.chars().rev().collect();
-                if NOT_HELD_BEFORE.iter().any(|w| before.contains(w)) {
-                    continue;
-                }
-            }
-            // Right after the label on the same line.
-            let after = &line.text[label.end()..];
-            let skipped = after.len()
-                - after
-                    .trim_start_matches(|c: char| c.is_whitespace() || c == ':')
-                    .len();
-            let start = label.end() + skipped;
-            if let Some(m) = NUMBER.find(&line.text[start..]).filter(|m| m.start() == 0) {
-                if let Some(value) = share_number(m.as_str()) {
-                    let rect = line.span_rect(start, start + m.end());
-                    values.push(ShareValue {
-                        value,
-                        line: li,
-                        rect,
-                    });
-                    continue;
-                }
-            }
-            let label_rect = line.span_rect(label.start(), label.end());
-            values.extend(column_values(lines, li, label_rect, codes));
-        }
-    }
-    values
-}
-
-/// The numbers straight below a label, row by row, until other text or a gap ends the column.
-fn column_values(
-    lines: &[Line],
-    label_line: usize,
-    label: Rect,
-    codes: &[Code],
-) -> Vec<ShareValue> {
-    let slack = 0.6 * label.width().max(label.height());
-    let (left, right) = (label.left - slack, label.right + slack);
-    let mut out = Vec::new();
-    let mut last_bottom = label.bottom;
-    for (li, line) in lines.iter().enumerate().skip(label_line + 1) {
-        if line.rect.top - last_bottom > 4.0 * label.height().max(line.rect.height()) {
-            break;
-        }
-        // What this row holds inside the column.
-        let in_column: Vec<(usize, usize, Rect)> = line
-            .words
-            .iter()
-            .enumerate()
-            .filter(|(_, w)| w.rect.right > left && w.rect.left < right)
-            .map(|(i, w)| {
-                let start = line.owner.iter().position(|o| *o == Some(i)).unwrap_or(0);
-                (start, start + w.text.len(), w.rect)
-            })
-            .collect();
-        if in_column.is_empty() {
-            continue;
-        }
-        let is_code = codes.iter().any(|c| {
-            c.line == li
-                && in_column.iter().any(|(_, _, r)| {
-                    r.same_row(&c.rect) && r.right > c.rect.left && r.left < c.rect.right
-                })
-        });
-        let best = numbers(line)
-            .into_iter()
-            .map(|(s, e, v)| (line.span_rect(s, e), v))
-            .filter(|(r, _)| r.right > left && r.left < right)
-            .min_by(|(a, _), (b, _)| {
-                (a.center_x() - label.center_x())
-                    .abs()
-                    .total_cmp(&(b.center_x() - label.center_x()).abs())
-            });
-        match best {
-            Some((rect, value)) if !is_code => {
-                out.push(ShareValue {
-                    value,
-                    line: li,
-                    rect,
-                });
-                last_bottom = rect.bottom;
-            }
-            _ => break,
-        }
-    }
-    out
 }
 
 /// Gives each fund the value on its own line, or the nearest value below it before the next fund.
@@ -445,13 +168,5 @@ mod tests {
                 name: Some("华夏成长混合".into()),
             }]
         );
-    }
-
-    #[test]
-    fn share_numbers() {
-        assert_eq!(share_number("12,345.67").as_deref(), Some("12345.67"));
-        assert_eq!(share_number("12.345.67").as_deref(), Some("12345.67"));
-        assert_eq!(share_number("500").as_deref(), Some("500"));
-        assert_eq!(share_number("1,23,4"), None);
     }
 }

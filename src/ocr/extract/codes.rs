@@ -1,0 +1,140 @@
+//! Fund codes on the page: six-digit runs that are not part of an amount, a date or a time, and
+//! not behind a distractor (order number, invitation code, card number...), each with its name:
+//! the Chinese text before the code, or the line above.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use super::lines::{Line, Rect};
+use super::shares::SHARE_LABEL;
+
+static SIX_DIGITS: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\d{6}").expect("valid regex"));
+
+/// Words before a six-digit number that make it something other than a fund code.
+const NOT_A_CODE_BEFORE: [&str; 22] = [
+    "订单",
+    "单号",
+    "编号",
+    "邀请",
+    "卡号",
+    "银行卡",
+    "尾号",
+    "流水",
+    "交易号",
+    "手机",
+    "电话",
+    "账号",
+    "账户",
+    "客户号",
+    "验证码",
+    "金额",
+    "收益",
+    "市值",
+    "净值",
+    "资产",
+    "份额",
+    "¥",
+];
+
+/// A fund code with where it sits.
+#[derive(Debug, Clone)]
+pub(super) struct Code {
+    pub(super) code: String,
+    pub(super) name: Option<String>,
+    pub(super) line: usize,
+    pub(super) rect: Rect,
+    /// Top of the fund's block: its name line if that is above the code.
+    pub(super) anchor_top: f32,
+}
+
+fn has_cjk(text: &str) -> bool {
+    text.chars()
+        .filter(|c| ('\u{4e00}'..='\u{9fff}').contains(c))
+        .count()
+        >= 2
+}
+
+pub(super) fn find_codes(lines: &[Line]) -> Vec<Code> {
+    let mut codes: Vec<Code> = Vec::new();
+    for (li, line) in lines.iter().enumerate() {
+        let text = &line.text;
+        for m in SIX_DIGITS.find_iter(text) {
+            let (start, end) = (m.start(), m.end());
+            let mut before_chars = text[..start].chars().rev().filter(|c| !c.is_whitespace());
+            let prev = text[..start].chars().next_back();
+            let prev_visible = before_chars.next();
+            let prev_prev_visible = before_chars.next();
+            let mut rest = text[end..].chars();
+            let next = rest.next();
+            let after_next = rest.next();
+            // Part of a longer number, an amount, a date or a time: not a code. A colon is
+            // fine after a label (`基金代码：005827`), not after a digit (`12:005827`).
+            if prev.is_some_and(|c| c.is_ascii_digit() || matches!(c, '.' | ',' | '-' | '/'))
+                || (prev_visible == Some(':')
+                    && prev_prev_visible.is_some_and(|c| c.is_ascii_digit()))
+                || next.is_some_and(|c| {
+                    c.is_ascii_digit() || matches!(c, '元' | '%' | '-' | '/' | ':')
+                })
+                || (matches!(next, Some('.' | ','))
+                    && after_next.is_some_and(|c| c.is_ascii_digit()))
+            {
+                continue;
+            }
+            let before: String = text[..start]
+                .chars()
+                .rev()
+                .take(8)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            let before_compact: String = before.chars().filter(|c| !c.is_whitespace()).collect();
+            if NOT_A_CODE_BEFORE.iter().any(|w| before_compact.contains(w)) {
+                continue;
+            }
+            let code = m.as_str().to_owned();
+            if codes.iter().any(|c| c.code == code) {
+                continue;
+            }
+            let rect = line.span_rect(start, end);
+            let (name, anchor_top) = fund_name(lines, li, start, rect);
+            codes.push(Code {
+                code,
+                name,
+                line: li,
+                rect,
+                anchor_top,
+            });
+        }
+    }
+    codes
+}
+
+/// The fund's name: Chinese text before the code on its line, else the nearest line above.
+fn fund_name(lines: &[Line], li: usize, start: usize, code: Rect) -> (Option<String>, f32) {
+    let clean = |s: &str| {
+        let s = s.replace("基金代码", "").replace("代码", "");
+        let s = s.trim_matches(|c: char| c.is_whitespace() || "():|-".contains(c));
+        has_cjk(s).then(|| s.to_owned())
+    };
+    if let Some(name) = clean(&lines[li].text[..start]) {
+        return (Some(name), code.top);
+    }
+    let height = code.height().max(1.0);
+    for above in lines[..li].iter().rev() {
+        if code.top - above.rect.bottom > 3.0 * height.max(above.rect.height()) {
+            break;
+        }
+        let overlaps = above.rect.left < code.right + 4.0 * height
+            && above.rect.right > code.left - 4.0 * height;
+        if !overlaps || SHARE_LABEL.is_match(&above.text) {
+            continue;
+        }
+        if let Some(name) = clean(&above.text) {
+            return (Some(name), above.rect.top);
+        }
+    }
+    (None, code.top)
+}
