@@ -8,8 +8,7 @@
 //! meanwhile. Their results join the conversation and the next round queues again, up to
 //! `tools.max_rounds` rounds with tools; then the model is asked once more without them.
 
-use std::future::Future;
-use std::pin::{Pin, pin};
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +27,7 @@ use crate::upstream::{ChunkStream, UpstreamClient};
 use super::burst::{Burst, ready_within_a_turn};
 use super::error::ExchangeError;
 use super::events::{AnswerEvent, DoneInfo, ExchangeOutcome, ExchangeStatus, Meta, Timings};
+use super::outbox::{Interrupt, Outbox, watched};
 use super::request::AnswerRequest;
 use super::tools::{CallAssembler, ToolBox, ToolCall};
 
@@ -46,16 +46,10 @@ pub struct AnswerContext {
     pub metrics: AnswerMetrics,
 }
 
-/// Why an exchange stopped before its end.
-enum Interrupt {
-    ClientGone,
-    Shutdown,
-}
-
 /// One exchange's running state.
 pub struct Exchange {
     ctx: Arc<AnswerContext>,
-    tx: mpsc::Sender<AnswerEvent>,
+    outbox: Outbox,
     received: Instant,
     answer: String,
     finish_reason: Option<String>,
@@ -72,9 +66,10 @@ struct Round {
 
 impl Exchange {
     pub fn new(ctx: Arc<AnswerContext>, tx: mpsc::Sender<AnswerEvent>, received: Instant) -> Self {
+        let outbox = Outbox::new(tx, ctx.stop_streams.clone());
         Self {
             ctx,
-            tx,
+            outbox,
             received,
             answer: String::new(),
             finish_reason: None,
@@ -87,9 +82,7 @@ impl Exchange {
     /// Puts the `meta` event in the channel at once, before the exchange task first runs, so
     /// that the response head and `meta` leave in one write.
     pub fn announce(&self, request_id: &str) {
-        // The channel is new and empty, so this cannot be full; a closed one means the client
-        // left, which the first `emit` notices.
-        let _ = self.tx.try_send(AnswerEvent::Meta(Box::new(Meta {
+        self.outbox.put_first(AnswerEvent::Meta(Box::new(Meta {
             request_id: request_id.to_owned(),
             model: self.ctx.model_label.to_string(),
         })));
@@ -110,7 +103,8 @@ impl Exchange {
             Err(Ended::Interrupted(Interrupt::ClientGone)) => (ExchangeStatus::Cancelled, None),
             Err(Ended::Interrupted(Interrupt::Shutdown)) => {
                 let err = ExchangeError::ShuttingDown;
-                self.emit_last(AnswerEvent::Failed(Box::new(err.clone())))
+                self.outbox
+                    .emit_last(AnswerEvent::Failed(Box::new(err.clone())))
                     .await;
                 (ExchangeStatus::ShuttingDown, Some(err))
             }
@@ -121,7 +115,8 @@ impl Exchange {
                     }
                     _ => ExchangeStatus::Error,
                 };
-                self.emit_last(AnswerEvent::Failed(Box::new(err.clone())))
+                self.outbox
+                    .emit_last(AnswerEvent::Failed(Box::new(err.clone())))
                     .await;
                 (status, Some(err))
             }
@@ -169,7 +164,8 @@ impl Exchange {
                 }));
             };
             for call in &calls {
-                self.emit(AnswerEvent::ToolCall(Box::new(call.clone())))
+                self.outbox
+                    .emit(AnswerEvent::ToolCall(Box::new(call.clone())))
                     .await?;
                 self.tool_calls.push(json!({
                     "id": call.id, "name": call.name, "arguments": call.arguments, "result": null,
@@ -178,7 +174,7 @@ impl Exchange {
             let first = self.tool_calls.len() - calls.len();
             // No permit is held here: other users' answers use the upstream meanwhile.
             let runs = calls.iter().map(|call| tools.run(&request_id, call));
-            let outputs = Box::pin(self.guarded(futures::future::join_all(runs))).await?;
+            let outputs = Box::pin(self.outbox.guarded(futures::future::join_all(runs))).await?;
             messages.push(UpstreamMessage::Own(json!({
                 "role": "assistant",
                 "content": if text.is_empty() { Value::Null } else { Value::String(text) },
@@ -192,19 +188,22 @@ impl Exchange {
                     json!({"role": "tool", "tool_call_id": call.id, "content": output.content}),
                 ));
                 self.tool_calls[first + i]["result"] = output.event.clone();
-                self.emit(AnswerEvent::ToolResult(Box::new(output.event)))
+                self.outbox
+                    .emit(AnswerEvent::ToolResult(Box::new(output.event)))
                     .await?;
             }
             round += 1;
         }
         self.timings.total_ms = millis(self.received.elapsed());
-        self.emit(AnswerEvent::Done(Box::new(DoneInfo {
-            finish_reason: self.finish_reason.clone(),
-            usage: self.usage,
-            timings: self.timings,
-            tool_calls: self.tool_calls.clone(),
-        })))
-        .await
+        self.outbox
+            .emit(AnswerEvent::Done(Box::new(DoneInfo {
+                finish_reason: self.finish_reason.clone(),
+                usage: self.usage,
+                timings: self.timings,
+                tool_calls: self.tool_calls.clone(),
+            })))
+            .await?;
+        Ok(())
     }
 
     /// A permit: the place the handler took for the first round, a new place in the queue for
@@ -220,8 +219,11 @@ impl Exchange {
             Entry::Ready(permit) => permit,
             Entry::Queued(waiter) => {
                 let position = waiter.position();
-                self.emit(AnswerEvent::Queued { position }).await?;
-                self.guarded(waiter.wait()).await?.map_err(queue_error)?
+                self.outbox.emit(AnswerEvent::Queued { position }).await?;
+                self.outbox
+                    .guarded(waiter.wait())
+                    .await?
+                    .map_err(queue_error)?
             }
         };
         if first_round {
@@ -242,6 +244,7 @@ impl Exchange {
     ) -> Result<Round, Ended> {
         let upstream = self.ctx.upstream.clone();
         let mut chunks = self
+            .outbox
             .guarded(upstream.open(messages, tools))
             .await?
             .map_err(upstream_error)?;
@@ -282,10 +285,9 @@ impl Exchange {
     ) -> Result<(), Ended> {
         // The client leaving and shutdown are watched for the whole round, not anew for each
         // chunk: a new waiter per chunk registered with (and removed from) both notifiers.
-        let ctx = self.ctx.clone();
-        let tx = self.tx.clone();
-        let mut client_gone = pin!(tx.closed());
-        let mut shutdown = pin!(ctx.stop_streams.cancelled());
+        let outbox = self.outbox.clone();
+        let mut client_gone = pin!(outbox.client_gone());
+        let mut shutdown = pin!(outbox.shutdown());
         loop {
             let next = {
                 let mut next = pin!(watched(
@@ -328,8 +330,8 @@ impl Exchange {
                     if self.timings.ttft_ms.is_none() {
                         // The first text of an answer is never held back.
                         self.timings.ttft_ms = Some(millis(self.received.elapsed()));
-                        self.emit(AnswerEvent::Delta(piece)).await?;
-                    } else if burst.push(AnswerEvent::Delta(piece), self.tx.capacity()) {
+                        self.outbox.emit(AnswerEvent::Delta(piece)).await?;
+                    } else if burst.push(AnswerEvent::Delta(piece), self.outbox.capacity()) {
                         self.flush(burst).await?;
                     }
                 }
@@ -340,63 +342,9 @@ impl Exchange {
     /// Hands the burst's deltas to the client, in order.
     async fn flush(&self, burst: &mut Burst) -> Result<(), Ended> {
         for event in burst.drain() {
-            self.emit(event).await?;
+            self.outbox.emit(event).await?;
         }
         Ok(())
-    }
-
-    /// Awaits `work` unless the client leaves or shutdown ends the streams first; dropping
-    /// `work` then releases whatever it held (queue place, permit, upstream connection).
-    async fn guarded<F: Future>(&self, work: F) -> Result<F::Output, Ended> {
-        let client_gone = pin!(self.tx.closed());
-        let shutdown = pin!(self.ctx.stop_streams.cancelled());
-        watched(client_gone, shutdown, work).await
-    }
-
-    /// Queues `event` for the client. When the channel has room (the client keeps up), that is
-    /// a `try_send`; only a full channel waits, guarded like any other wait.
-    async fn emit(&self, event: AnswerEvent) -> Result<(), Ended> {
-        // The order `guarded` would find them in.
-        if self.tx.is_closed() {
-            return Err(Ended::Interrupted(Interrupt::ClientGone));
-        }
-        if self.ctx.stop_streams.is_cancelled() {
-            return Err(Ended::Interrupted(Interrupt::Shutdown));
-        }
-        match self.tx.try_send(event) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                Err(Ended::Interrupted(Interrupt::ClientGone))
-            }
-            // Boxed: a slow reader is the rare case, and the wait's state would otherwise be
-            // part of every exchange's task, queued ones included.
-            Err(mpsc::error::TrySendError::Full(event)) => {
-                match Box::pin(self.guarded(self.tx.send(event))).await? {
-                    Ok(()) => Ok(()),
-                    Err(_) => Err(Ended::Interrupted(Interrupt::ClientGone)),
-                }
-            }
-        }
-    }
-
-    /// Sends the final error if the client is still there; a slow reader gets a moment, not forever.
-    async fn emit_last(&self, event: AnswerEvent) {
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.tx.send(event)).await;
-    }
-}
-
-/// `work`'s output, unless the client leaves or shutdown ends the streams first (checked in
-/// that order). The caller makes the two waits, so it can keep them across calls.
-async fn watched<F: Future>(
-    client_gone: Pin<&mut impl Future<Output = ()>>,
-    shutdown: Pin<&mut impl Future<Output = ()>>,
-    work: F,
-) -> Result<F::Output, Ended> {
-    tokio::select! {
-        biased;
-        () = client_gone => Err(Ended::Interrupted(Interrupt::ClientGone)),
-        () = shutdown => Err(Ended::Interrupted(Interrupt::Shutdown)),
-        output = work => Ok(output),
     }
 }
 
@@ -420,6 +368,12 @@ enum Ended {
     Failed(ExchangeError),
 }
 
+impl From<Interrupt> for Ended {
+    fn from(interrupt: Interrupt) -> Self {
+        Self::Interrupted(interrupt)
+    }
+}
+
 fn queue_error(err: QueueError) -> Ended {
     Ended::Failed(err.into())
 }
@@ -430,97 +384,4 @@ fn upstream_error(err: crate::upstream::UpstreamError) -> Ended {
 
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::UpstreamConfig;
-
-    /// An exchange whose events go to `tx`; its upstream is never called here.
-    fn exchange(tx: mpsc::Sender<AnswerEvent>) -> Exchange {
-        let upstream = UpstreamClient::new(
-            &UpstreamConfig::default(),
-            "http://127.0.0.1:9/v1",
-            None,
-            false,
-        )
-        .expect("client");
-        let ctx = AnswerContext {
-            upstream: Arc::new(upstream),
-            model_label: "test".into(),
-            permits: PermitPool::local(1, 1, Duration::from_secs(1)),
-            stop_streams: CancellationToken::new(),
-            tools: None,
-            metrics: AnswerMetrics::default(),
-        };
-        Exchange::new(Arc::new(ctx), tx, Instant::now())
-    }
-
-    /// An exchange whose one-slot channel already holds the delta `a`.
-    async fn with_full_channel() -> (Exchange, mpsc::Receiver<AnswerEvent>) {
-        let (tx, rx) = mpsc::channel(1);
-        let exchange = exchange(tx);
-        assert!(exchange.emit(delta("a")).await.is_ok());
-        (exchange, rx)
-    }
-
-    fn delta(text: &str) -> AnswerEvent {
-        AnswerEvent::Delta(text.to_owned())
-    }
-
-    fn text(event: Option<AnswerEvent>) -> String {
-        match event {
-            Some(AnswerEvent::Delta(text)) => text,
-            other => panic!("expected a delta, got {other:?}"),
-        }
-    }
-
-    #[tokio::test]
-    async fn a_full_channel_waits_for_the_reader_and_keeps_the_order() {
-        let (exchange, mut rx) = with_full_channel().await;
-        let second = exchange.emit(delta("b"));
-        tokio::pin!(second);
-        assert!(
-            futures::poll!(second.as_mut()).is_pending(),
-            "sent into a full channel"
-        );
-        assert_eq!(text(rx.recv().await), "a");
-        assert!(second.await.is_ok());
-        assert_eq!(text(rx.recv().await), "b");
-    }
-
-    #[tokio::test]
-    async fn a_client_leaving_ends_a_wait_for_room() {
-        let (exchange, rx) = with_full_channel().await;
-        let waiting = exchange.emit(delta("b"));
-        tokio::pin!(waiting);
-        assert!(futures::poll!(waiting.as_mut()).is_pending());
-        drop(rx);
-        assert!(matches!(
-            waiting.await,
-            Err(Ended::Interrupted(Interrupt::ClientGone))
-        ));
-        assert!(matches!(
-            exchange.emit(delta("c")).await,
-            Err(Ended::Interrupted(Interrupt::ClientGone))
-        ));
-    }
-
-    #[tokio::test]
-    async fn shutdown_ends_a_wait_for_room_and_stops_later_events() {
-        let (exchange, _rx) = with_full_channel().await;
-        let waiting = exchange.emit(delta("b"));
-        tokio::pin!(waiting);
-        assert!(futures::poll!(waiting.as_mut()).is_pending());
-        exchange.ctx.stop_streams.cancel();
-        assert!(matches!(
-            waiting.await,
-            Err(Ended::Interrupted(Interrupt::Shutdown))
-        ));
-        assert!(matches!(
-            exchange.emit(delta("c")).await,
-            Err(Ended::Interrupted(Interrupt::Shutdown))
-        ));
-    }
 }

@@ -1,11 +1,13 @@
 //! Answers: the checked request ([`request`]), the service that admits it and owns its whole
 //! lifecycle ([`service`]), the exchange that streams the model's answer through the permit pool
-//! ([`exchange`]), what it reports ([`events`]) and how it can fail ([`error`]).
+//! ([`exchange`]) into the client's channel (`outbox`), what it reports ([`events`]) and how it
+//! can fail ([`error`]).
 
 mod burst;
 pub mod error;
 pub mod events;
 pub mod exchange;
+mod outbox;
 pub mod request;
 pub mod service;
 pub mod tools;

@@ -9,8 +9,7 @@ use regex::Regex;
 use super::lines::{Line, Rect};
 use super::shares::SHARE_LABEL;
 
-static SIX_DIGITS: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\d{6}").expect("valid regex"));
+static SIX_DIGITS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\d{6}").expect("valid regex"));
 
 /// Words before a six-digit number that make it something other than a fund code.
 const NOT_A_CODE_BEFORE: [&str; 22] = [
