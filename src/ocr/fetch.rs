@@ -17,8 +17,9 @@ use crate::config::{OcrConfig, ms};
 use super::OcrError;
 use super::ssrf::{NO_PUBLIC_ADDRESS, PublicOnlyResolver, check_oss_url, public_addrs};
 
-/// Where an image comes from (`url_type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where an image comes from (`url_type`): `oss`, `7min_local` or `upload`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub enum UrlType {
     Oss,
     Local,
@@ -43,6 +44,15 @@ impl UrlType {
             Self::Local => "7min_local",
             Self::Upload => "upload",
         }
+    }
+}
+
+impl TryFrom<String> for UrlType {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        Self::parse(&name)
+            .ok_or_else(|| format!("`{name}` is not one of {}", Self::NAMES.join(", ")))
     }
 }
 

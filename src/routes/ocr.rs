@@ -7,6 +7,7 @@ use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::{ApiError, ErrorBody};
@@ -16,16 +17,12 @@ use crate::routes::{body_error, upload_limit};
 use crate::state::AppState;
 
 /// `{image_url, url_type}`: where to fetch the image.
-#[derive(Debug, utoipa::ToSchema)]
-#[expect(
-    dead_code,
-    reason = "the spec's view of the body; `parse_item` reads it to name the wrong field"
-)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ImageBody {
     /// An `https` URL on a host in `ocr.oss_hosts`, or a path under `ocr.local_root`.
     image_url: String,
-    #[schema(pattern = "^(oss|7min_local)$")]
-    url_type: String,
+    #[schema(value_type = String, pattern = "^(oss|7min_local)$")]
+    url_type: UrlType,
 }
 
 /// A multipart upload: the image in a part named `image`.
@@ -122,49 +119,47 @@ pub async fn recognize(
 fn parse_json(body: &[u8]) -> Result<ImageRequest, ApiError> {
     let body: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request("invalid_json", format!("body is not JSON: {e}")))?;
-    parse_item(&body, "")
+    parse_item(body, "")
 }
 
-/// One `{image_url, url_type}`; `at` prefixes the field names in messages (`items[3].`).
-pub(super) fn parse_item(item: &Value, at: &str) -> Result<ImageRequest, ApiError> {
+/// One `{image_url, url_type}` as an [`ImageRequest`]; `at` prefixes the field names in
+/// messages (`items[3].`).
+pub(super) fn parse_item(item: Value, at: &str) -> Result<ImageRequest, ApiError> {
     let invalid = |m: String| ApiError::bad_request("invalid_request", m);
-    let Some(object) = item.as_object() else {
+    if !item.is_object() {
         return Err(invalid(format!(
             "`{}` must be an object with image_url and url_type",
             at.trim_end_matches('.')
         )));
-    };
-    let image_url = match object.get("image_url") {
-        Some(Value::String(url)) if !url.trim().is_empty() => url.clone(),
-        Some(Value::String(_)) => {
-            return Err(invalid(format!("`{at}image_url` must not be empty")));
-        }
-        Some(_) => return Err(invalid(format!("`{at}image_url` must be a string"))),
-        None => return Err(invalid(format!("`{at}image_url` is required"))),
-    };
-    let url_type = match object.get("url_type") {
-        Some(Value::String(name)) => name.as_str(),
-        Some(_) => return Err(invalid(format!("`{at}url_type` must be a string"))),
-        None => return Err(invalid(format!("`{at}url_type` is required"))),
-    };
-    let url_type = match UrlType::parse(url_type) {
-        Some(UrlType::Upload) => {
-            return Err(invalid(format!(
-                "`{at}url_type` upload needs a multipart/form-data request with the image in a part named `image`"
-            )));
-        }
-        Some(t) => t,
-        None => {
-            return Err(invalid(format!(
-                "`{at}url_type` `{url_type}` is not one of oss, 7min_local, upload"
-            )));
-        }
-    };
+    }
+    let body: ImageBody = serde_path_to_error::deserialize(item).map_err(|err| {
+        let field = err.path().to_string();
+        let inner = err.into_inner().to_string();
+        invalid(match missing_field(&inner) {
+            Some(missing) => format!("`{at}{missing}` is required"),
+            None => format!("`{at}{field}`: {inner}"),
+        })
+    })?;
+    if body.image_url.trim().is_empty() {
+        return Err(invalid(format!("`{at}image_url` must not be empty")));
+    }
+    if body.url_type == UrlType::Upload {
+        return Err(invalid(format!(
+            "`{at}url_type` upload needs a multipart/form-data request with the image in a part named `image`"
+        )));
+    }
     Ok(ImageRequest {
-        url_type,
-        image_url,
+        url_type: body.url_type,
+        image_url: body.image_url,
         upload: None,
     })
+}
+
+/// The field serde's "missing field `x`" names.
+fn missing_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
 }
 
 /// The same as `POST /ocr`, under the path older clients call.
@@ -248,4 +243,59 @@ async fn read_upload(
         image_url: name,
         upload: Some(bytes),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn refused(item: Value, at: &str) -> String {
+        let err = parse_item(item, at).expect_err("refused");
+        assert_eq!(
+            (err.status, err.code),
+            (StatusCode::BAD_REQUEST, "invalid_request")
+        );
+        err.message
+    }
+
+    #[test]
+    fn an_item_becomes_a_typed_request() {
+        let request = parse_item(
+            json!({"image_url": "a/b.png", "url_type": "7min_local"}),
+            "",
+        )
+        .expect("valid");
+        assert_eq!(request.url_type, UrlType::Local);
+        assert_eq!(request.image_url, "a/b.png");
+        assert!(request.upload.is_none());
+    }
+
+    #[test]
+    fn each_refusal_names_the_field_with_its_place() {
+        assert_eq!(
+            refused(json!({"image_url": "a.png"}), "items[1]."),
+            "`items[1].url_type` is required"
+        );
+        assert_eq!(
+            refused(json!({"image_url": "a.png", "url_type": "ftp"}), ""),
+            "`url_type`: `ftp` is not one of oss, 7min_local, upload"
+        );
+        assert!(
+            refused(json!({"image_url": 5, "url_type": "oss"}), "")
+                .starts_with("`image_url`: invalid type")
+        );
+        assert_eq!(
+            refused(json!({"image_url": " ", "url_type": "oss"}), ""),
+            "`image_url` must not be empty"
+        );
+        assert!(
+            refused(json!({"image_url": "a.png", "url_type": "upload"}), "").contains("multipart")
+        );
+        assert_eq!(
+            refused(json!(["a.png"]), "items[0]."),
+            "`items[0]` must be an object with image_url and url_type"
+        );
+    }
 }

@@ -5,7 +5,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{ApiError, ErrorBody};
@@ -15,13 +15,17 @@ use crate::routes::read_body;
 use crate::routes::request_id::RequestId;
 use crate::state::AppState;
 
-/// What `POST /ocr/jobs` accepts: a list, or `{"items": [...]}`.
-// The spec's view of the body; `create_job` reads it to name the wrong item.
-#[derive(Debug, utoipa::ToSchema)]
+/// What `POST /ocr/jobs` accepts: a list, or `{"items": [...]}`. Each item is read on its own
+/// (as an [`ImageBody`]), so that an error names it: `items[3].url_type`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum JobBody {
-    List(Vec<ImageBody>),
-    Items { items: Vec<ImageBody> },
+    #[schema(value_type = Vec<ImageBody>)]
+    List(Vec<Value>),
+    Items {
+        #[schema(value_type = Vec<ImageBody>)]
+        items: Vec<Value>,
+    },
 }
 
 /// `202` to `POST /ocr/jobs`.
@@ -56,15 +60,16 @@ pub async fn create_job(
     let body = read_body(body, state.config.server.max_body_bytes)?;
     let body: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("invalid_json", format!("body is not JSON: {e}")))?;
-    let items = match &body {
-        Value::Array(items) => items,
-        Value::Object(o) => o.get("items").and_then(Value::as_array).ok_or_else(|| {
-            ApiError::bad_request(
+    let is_object = body.is_object();
+    let items = match JobBody::deserialize(body) {
+        Ok(JobBody::List(items) | JobBody::Items { items }) => items,
+        Err(_) if is_object => {
+            return Err(ApiError::bad_request(
                 "invalid_request",
                 "`items` must be a list of {image_url, url_type}",
-            )
-        })?,
-        _ => {
+            ));
+        }
+        Err(_) => {
             return Err(ApiError::bad_request(
                 "invalid_request",
                 "body must be a list of {image_url, url_type}",
@@ -82,7 +87,7 @@ pub async fn create_job(
         ));
     }
     let images = items
-        .iter()
+        .into_iter()
         .enumerate()
         .map(|(i, item)| parse_item(item, &format!("items[{i}].")))
         .collect::<Result<Vec<_>, _>>()?;

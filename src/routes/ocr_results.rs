@@ -110,6 +110,49 @@ pub struct Correction {
     update_hold_share: Option<String>,
 }
 
+/// A correction whose values were checked: a six-digit code, a plain decimal share.
+struct CheckedCorrection {
+    fund_code: Option<String>,
+    hold_share: Option<String>,
+}
+
+impl TryFrom<Correction> for CheckedCorrection {
+    type Error = ApiError;
+
+    fn try_from(body: Correction) -> Result<Self, ApiError> {
+        if body.update_fund_code.is_none() && body.update_hold_share.is_none() {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "give `update_fund_code`, `update_hold_share` or both",
+            ));
+        }
+        if let Some(code) = &body.update_fund_code {
+            if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    "`update_fund_code` must be 6 digits",
+                ));
+            }
+        }
+        if let Some(share) = &body.update_hold_share {
+            let valid = share
+                .parse::<f64>()
+                .is_ok_and(|v| v.is_finite() && v >= 0.0)
+                && share.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+            if !valid {
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    "`update_hold_share` must be a plain decimal number such as 12345.67",
+                ));
+            }
+        }
+        Ok(Self {
+            fund_code: body.update_fund_code,
+            hold_share: body.update_hold_share,
+        })
+    }
+}
+
 /// Store a correction beside the OCR's own values; answers with the updated result.
 #[utoipa::path(
     patch,
@@ -140,38 +183,13 @@ pub async fn correct(
             format!("body must be {{\"update_fund_code\", \"update_hold_share\"}}: {e}"),
         )
     })?;
-    if correction.update_fund_code.is_none() && correction.update_hold_share.is_none() {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            "give `update_fund_code`, `update_hold_share` or both",
-        ));
-    }
-    if let Some(code) = &correction.update_fund_code {
-        if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(ApiError::bad_request(
-                "invalid_request",
-                "`update_fund_code` must be 6 digits",
-            ));
-        }
-    }
-    if let Some(share) = &correction.update_hold_share {
-        let valid = share
-            .parse::<f64>()
-            .is_ok_and(|v| v.is_finite() && v >= 0.0)
-            && share.bytes().all(|b| b.is_ascii_digit() || b == b'.');
-        if !valid {
-            return Err(ApiError::bad_request(
-                "invalid_request",
-                "`update_hold_share` must be a plain decimal number such as 12345.67",
-            ));
-        }
-    }
+    let correction = CheckedCorrection::try_from(correction)?;
     let found = state
         .database
         .correct_ocr_result(
             &id,
-            correction.update_fund_code.as_deref(),
-            correction.update_hold_share.as_deref(),
+            correction.fund_code.as_deref(),
+            correction.hold_share.as_deref(),
         )
         .await
         .map_err(store_error)?;
