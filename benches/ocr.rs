@@ -7,7 +7,7 @@
 //!   cargo bench --bench ocr
 
 #[path = "../tests/api/fixtures.rs"]
-#[allow(
+#[expect(
     dead_code,
     reason = "the benchmark uses only part of the test fixtures"
 )]

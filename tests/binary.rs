@@ -11,8 +11,28 @@ use std::time::{Duration, Instant};
 mod eventually;
 #[path = "support/process.rs"]
 mod process;
-use eventually::eventually_blocking;
-use process::{children_of, is_running};
+use eventually::eventually;
+use process::{is_running, stat_fields};
+
+/// Processes whose parent is `parent`.
+fn children_of(parent: u32) -> Vec<u32> {
+    let parent = parent.to_string();
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|&pid| stat_fields(pid).is_some_and(|fields| fields.get(1) == Some(&parent)))
+        .collect()
+}
+
+/// Runs `work` to its end on a small runtime of its own (these tests have none).
+fn block_on<T>(work: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime")
+        .block_on(work)
+}
 
 fn shipped_config() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml")
@@ -146,11 +166,11 @@ fn runs_on_the_shipped_config_logs_its_address_and_stops_on_sigterm() {
         .status()
         .expect("kill runs");
     assert!(killed.success());
-    let status = eventually_blocking(
+    let status = block_on(eventually(
         "the server to stop on SIGTERM",
         Duration::from_secs(20),
-        || running.0.try_wait().expect("wait").ok_or("still running"),
-    );
+        async || running.0.try_wait().expect("wait").ok_or("still running"),
+    ));
     assert!(status.success(), "exit status {status}");
 }
 
@@ -182,10 +202,10 @@ fn tesseract_runs_in_worker_processes_that_end_with_the_server() {
     // Even a server killed outright leaves no worker behind: their stdin closes.
     running.0.kill().expect("kill -9");
     running.0.wait().expect("reaped");
-    eventually_blocking(
+    block_on(eventually(
         "the workers to end with the server",
         Duration::from_secs(10),
-        || {
+        async || {
             let running: Vec<_> = workers.iter().filter(|pid| is_running(**pid)).collect();
             if running.is_empty() {
                 Ok(())
@@ -193,7 +213,7 @@ fn tesseract_runs_in_worker_processes_that_end_with_the_server() {
                 Err(running)
             }
         },
-    );
+    ));
 }
 
 #[test]

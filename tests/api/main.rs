@@ -13,6 +13,7 @@ mod eventually;
 mod faults;
 mod fixtures;
 mod helpers;
+mod image_server;
 mod limits;
 mod load;
 mod metrics;

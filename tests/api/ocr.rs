@@ -1,6 +1,7 @@
 //! The OCR endpoints end to end: fixtures with known codes and shares, every error, SSRF
 //! attempts, and load staying within the engine pool.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use serde_json::{Value, json};
 use crate::eventually::eventually;
 use crate::fixtures::{Screenshot, catalogue};
 use crate::helpers::{TestApp, spawn_app_with};
+use crate::image_server::ImageServer;
 use crate::process::is_running;
 
 pub async fn ocr_app() -> TestApp {
@@ -115,34 +117,18 @@ async fn every_fixture_yields_its_codes_and_shares_exactly() {
     );
 }
 
-/// A local image server for `oss` downloads: the fixture, a 404, text, a large body, a
-/// redirect and a PNG whose header claims 50,000 x 50,000 pixels.
-async fn image_server(image: Vec<u8>, redirect_to: String) -> std::net::SocketAddr {
-    use axum::http::{StatusCode, header};
-    use axum::response::IntoResponse;
-    use axum::routing::get;
-    let bomb = png_bomb();
-    let app = axum::Router::new()
-        .route(
-            "/fund.png",
-            get(move || async move { ([(header::CONTENT_TYPE, "image/png")], image) }),
-        )
-        .route("/missing.png", get(|| async { StatusCode::NOT_FOUND }))
-        .route("/text.png", get(|| async { "this is not an image" }))
-        .route("/big.png", get(|| async { vec![0u8; 300_000] }))
-        .route("/bomb.png", get(move || async move { bomb }))
-        .route(
-            "/redirect.png",
-            get(move || async move {
-                (StatusCode::FOUND, [(header::LOCATION, redirect_to)]).into_response()
-            }),
-        );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
+/// The image server for `oss` downloads: the fixture (`img/fund.png`), a 404
+/// (`img/missing.png`), text, a large body, a PNG whose header claims 50,000 x 50,000 pixels,
+/// and `img/redirect.png` redirecting to `redirect_to`.
+async fn image_server(image: Vec<u8>, redirect_to: String) -> ImageServer {
+    let images = HashMap::from([
+        ("fund.png".to_owned(), image),
+        ("text.png".to_owned(), b"this is not an image".to_vec()),
+        ("big.png".to_owned(), vec![0u8; 300_000]),
+        ("bomb.png".to_owned(), png_bomb()),
+    ]);
+    let redirects = HashMap::from([("redirect.png".to_owned(), redirect_to)]);
+    ImageServer::with_redirects(images, redirects).await
 }
 
 /// A 1x1 PNG whose header is rewritten to 50,000 x 50,000 (CRC fixed): a decompression bomb.
@@ -250,7 +236,7 @@ async fn oss_download_then_get_and_patch_the_stored_result() {
         c.ocr.oss_hosts = vec!["127.0.0.1".into()];
     })
     .await;
-    let url = format!("http://{server}/fund.png");
+    let url = server.url("img/fund.png");
     let (status, body, request_id) = post_ocr(
         &app,
         "/ocr_handler",
@@ -350,7 +336,7 @@ async fn download_failures_map_to_their_statuses() {
         ("big.png", 413, "image_too_large"),
         ("bomb.png", 413, "image_too_many_pixels"),
     ] {
-        let url = format!("http://{server}/{path}");
+        let url = server.url(&format!("img/{path}"));
         let (got, body, _) =
             post_ocr(&app, "/ocr", json!({"image_url": url, "url_type": "oss"})).await;
         assert_eq!(
@@ -390,7 +376,7 @@ async fn ssrf_attempts_are_refused() {
     })
     .await;
     for url in [
-        format!("http://{server}/fund.png"),
+        server.url("img/fund.png"),
         "http://10.0.0.1/x.png".to_owned(),
         "http://169.254.169.254/latest/meta-data/".to_owned(),
         "http://[::1]/x.png".to_owned(),
@@ -414,7 +400,7 @@ async fn ssrf_attempts_are_refused() {
     let (status, body, _) = post_ocr(
         &app,
         "/ocr",
-        json!({"image_url": format!("http://{server}/redirect.png"), "url_type": "oss"}),
+        json!({"image_url": server.url("img/redirect.png"), "url_type": "oss"}),
     )
     .await;
     assert_eq!(

@@ -1,79 +1,18 @@
 //! The model calling OCR as a tool inside a streaming `/answer`.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chat_proxy::config::Config;
 use chat_proxy::demo::MockKnobs;
 use serde_json::{Value, json};
-use tokio::sync::watch;
 
 use crate::eventually::eventually;
 use crate::fixtures::holding_card;
 use crate::helpers::{SseEvent, answer_text, last, names, read_events, spawn_app_with};
-
-/// Serves `/img/{name}` from memory; `/gated/{name}` waits until the gate opens.
-struct ImageServer {
-    addr: SocketAddr,
-    gate: watch::Sender<bool>,
-    gated_arrivals: Arc<AtomicUsize>,
-}
-
-impl ImageServer {
-    async fn start(images: HashMap<String, Vec<u8>>) -> Self {
-        use axum::extract::{Path, State};
-        use axum::http::StatusCode;
-        use axum::routing::get;
-        #[derive(Clone)]
-        struct Shared {
-            images: Arc<HashMap<String, Vec<u8>>>,
-            gate: watch::Receiver<bool>,
-            arrivals: Arc<AtomicUsize>,
-        }
-        async fn image(
-            State(s): State<Shared>,
-            Path(name): Path<String>,
-        ) -> Result<Vec<u8>, StatusCode> {
-            s.images.get(&name).cloned().ok_or(StatusCode::NOT_FOUND)
-        }
-        async fn gated(
-            State(mut s): State<Shared>,
-            Path(name): Path<String>,
-        ) -> Result<Vec<u8>, StatusCode> {
-            s.arrivals.fetch_add(1, Ordering::AcqRel);
-            let _ = s.gate.wait_for(|open| *open).await;
-            s.images.get(&name).cloned().ok_or(StatusCode::NOT_FOUND)
-        }
-        let (gate, watcher) = watch::channel(false);
-        let arrivals = Arc::new(AtomicUsize::new(0));
-        let shared = Shared {
-            images: Arc::new(images),
-            gate: watcher,
-            arrivals: arrivals.clone(),
-        };
-        let app = axum::Router::new()
-            .route("/img/{name}", get(image))
-            .route("/gated/{name}", get(gated))
-            .with_state(shared);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Self {
-            addr,
-            gate,
-            gated_arrivals: arrivals,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}/{path}", self.addr)
-    }
-}
+use crate::image_server::ImageServer;
 
 fn allow_local_images(c: &mut Config) {
     c.ocr.allow_private_networks = true;
@@ -347,7 +286,7 @@ async fn a_client_leaving_during_a_tool_run_cancels_cleanly() {
         Value::Null,
         "the OCR result was discarded"
     );
-    server.gate.send_replace(true);
+    server.open_gate();
     let health = app
         .wait_for_health("nothing held", |h| {
             h["upstream"]["permits_in_use"] == 0
@@ -411,7 +350,7 @@ async fn permits_are_free_while_tools_run() {
         !names(&plain).contains(&"queued"),
         "it did not have to wait"
     );
-    server.gate.send_replace(true);
+    server.open_gate();
     for user in tool_users {
         let events = user.await.expect("task");
         assert_eq!(last(&events).name, "done");
