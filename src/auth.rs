@@ -97,7 +97,7 @@ pub async fn require_key(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
         .map(str::trim);
     match presented.and_then(|key| keys.check(key)) {
         Some(id) => {
@@ -120,9 +120,24 @@ pub async fn require_key(
     }
 }
 
+/// The token of `Bearer TOKEN`; the scheme's name is case-insensitive (RFC 9110).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_read_in_any_case() {
+        for header in ["Bearer k1", "bearer k1", "BEARER k1", "bEaReR   k1"] {
+            assert_eq!(bearer_token(header).map(str::trim), Some("k1"), "{header}");
+        }
+        assert_eq!(bearer_token("Basic k1"), None);
+        assert_eq!(bearer_token("Bearerk1"), None);
+    }
 
     fn keys(list: &[&str]) -> ClientKeys {
         let config = AuthConfig {

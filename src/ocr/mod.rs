@@ -205,7 +205,7 @@ impl OcrService {
         let record = OcrResultRecord {
             ocr_id: id.clone(),
             request_id: request_id.to_owned(),
-            image_url: image.image_url.clone(),
+            image_url: ssrf::without_credentials(&image.image_url),
             url_type: image.url_type.as_str().to_owned(),
             status,
             error_code,
@@ -236,7 +236,7 @@ impl OcrService {
                 text,
             },
             elapsed_ms,
-            image_url: image.image_url,
+            image_url: ssrf::without_credentials(&image.image_url),
             url_type: image.url_type,
             created_at,
         };

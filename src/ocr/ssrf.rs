@@ -22,6 +22,10 @@ pub(super) fn check_oss_url(url: &Url, config: &OcrConfig) -> Result<(), String>
             url.scheme()
         ));
     }
+    // Credentials would go on as Basic auth, and into the log.
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("a user name or password in the URL is not allowed".to_owned());
+    }
     let host = url.host().ok_or("the URL has no host")?;
     match host {
         Host::Ipv4(ip) => check_ip(IpAddr::V4(ip), config.allow_private_networks)?,
@@ -59,7 +63,10 @@ fn check_ip(ip: IpAddr, allow_private: bool) -> Result<(), String> {
 }
 
 /// Public unicast only: no loopback, private, link-local (cloud metadata), CGNAT, unspecified,
-/// multicast, documentation or unique-local addresses, including IPv4 inside IPv6.
+/// multicast, documentation or unique-local addresses. IPv6 must be global unicast (`2000::/3`),
+/// so IPv4-compatible (`::a.b.c.d`) and site-local (`fec0::/10`) addresses are refused; the
+/// forms that carry an IPv4 address are judged by it (IPv4-mapped, 6to4 `2002::/16`), and
+/// Teredo (`2001::/32`), whose IPv4 address is hidden, is refused.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
@@ -81,14 +88,17 @@ pub fn is_public(ip: IpAddr) -> bool {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_public(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || first == 0x2001 && v6.segments()[1] == 0x0db8
-                || first == 0x0064 && v6.segments()[1] == 0xff9b)
+            let segments = v6.segments();
+            let (first, second) = (segments[0], segments[1]);
+            if first == 0x2002 {
+                // 6to4: the IPv4 address is in the next 32 bits.
+                let [a, b] = second.to_be_bytes();
+                let [c, d] = segments[2].to_be_bytes();
+                return is_public(IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d)));
+            }
+            // Teredo (2001::/32) and documentation (2001:db8::/32) inside global unicast.
+            let teredo_or_documentation = first == 0x2001 && matches!(second, 0x0000 | 0x0db8);
+            (first & 0xe000) == 0x2000 && !teredo_or_documentation
         }
     }
 }
@@ -121,6 +131,19 @@ pub(super) async fn public_addrs(
 
 /// Resolves names and keeps only public addresses, so the connection goes exactly where it
 /// was checked (no second lookup for a rebinding answer to slip in).
+/// `url` without a user name or password, for what is stored and shown: a URL that carried
+/// them is refused, but its row is still written.
+pub fn without_credentials(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
 pub(super) struct PublicOnlyResolver {
     pub(super) allow_private: bool,
 }
@@ -157,10 +180,28 @@ mod tests {
             "::ffff:169.254.169.254",
             "224.0.0.1",
             "255.255.255.255",
+            // IPv4-compatible, 6to4 of a loopback or private address, Teredo, site-local,
+            // NAT64, documentation, IPv6 multicast.
+            "::127.0.0.1",
+            "::8.8.8.8",
+            "2002:7f00:1::1",
+            "2002:a00:1::1",
+            "2001::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "fec0::1",
+            "64:ff9b::7f00:1",
+            "2001:db8::1",
+            "ff02::1",
         ] {
             assert!(!is_public(ip.parse().expect("ip")), "{ip}");
         }
-        for ip in ["8.8.8.8", "47.96.1.1", "2400:3200::1"] {
+        for ip in [
+            "8.8.8.8",
+            "47.96.1.1",
+            "2400:3200::1",
+            "2002:808:808::1",
+            "::ffff:8.8.8.8",
+        ] {
             assert!(is_public(ip.parse().expect("ip")), "{ip}");
         }
     }
@@ -176,6 +217,19 @@ mod tests {
         assert!(!host_allowed("aliyuncs.com.evil.com", &patterns));
         assert!(!host_allowed("evilaliyuncs.com", &patterns));
         assert!(!host_allowed("other.example.com", &patterns));
+    }
+
+    #[test]
+    fn credentials_are_taken_out_of_a_stored_url() {
+        assert_eq!(
+            without_credentials("https://user:secret@b.oss.aliyuncs.com/a.png?x=1"),
+            "https://b.oss.aliyuncs.com/a.png?x=1"
+        );
+        assert_eq!(without_credentials("a/b.png"), "a/b.png");
+        assert_eq!(
+            without_credentials("https://b.oss.aliyuncs.com/a.png"),
+            "https://b.oss.aliyuncs.com/a.png"
+        );
     }
 
     #[test]
@@ -195,5 +249,7 @@ mod tests {
         assert!(check("http://[::1]/a.png").is_err());
         assert!(check("http://169.254.169.254/latest/meta-data").is_err());
         assert!(check("https://evil.com/a.png").is_err());
+        assert!(check("https://user:secret@b.oss.aliyuncs.com/a.png").is_err());
+        assert!(check("https://user@b.oss.aliyuncs.com/a.png").is_err());
     }
 }

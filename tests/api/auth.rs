@@ -53,6 +53,15 @@ async fn keys_are_required_everywhere_but_health_and_recorded_by_id() {
         .await
         .expect("sent");
     assert_eq!(health.status(), 200, "/health stays open");
+    // The scheme's name is case-insensitive.
+    let lower = app
+        .client
+        .get(app.url("/metrics"))
+        .header("authorization", format!("bearer {KEY}"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(lower.status(), 200, "`bearer` is the Bearer scheme");
 
     let response = send(Some(KEY)).await.expect("sent");
     assert_eq!(response.status(), 200);

@@ -389,6 +389,21 @@ async fn ssrf_attempts_are_refused() {
         assert_eq!(status, 400, "{url}: {body}");
         assert_eq!(body["error"]["code"], "image_url_not_allowed", "{url}");
     }
+    // IPv6 forms that embed or hide an internal address, refused for the address itself.
+    for host in [
+        "[::127.0.0.1]",
+        "[2002:7f00:1::1]",
+        "[2001::1]",
+        "[fec0::1]",
+    ] {
+        let url = format!("http://{host}/x.png");
+        let (status, body, _) =
+            post_ocr(&app, "/ocr", json!({"image_url": url, "url_type": "oss"})).await;
+        assert_eq!(status, 400, "{url}: {body}");
+        assert_eq!(body["error"]["code"], "image_url_not_allowed", "{url}");
+        let message = body["error"]["message"].as_str().expect("message");
+        assert!(message.contains("not a public address"), "{url}: {message}");
+    }
 
     // With private networks allowed for the test server, a redirect is still checked: here
     // to a host outside ocr.oss_hosts.
@@ -408,6 +423,21 @@ async fn ssrf_attempts_are_refused() {
         (400, Some("image_url_not_allowed")),
         "{body}"
     );
+    // A user name and password in the URL would be sent on as Basic auth: refused, though the
+    // host is allowed and the image is there.
+    let with_credentials = format!("http://user:secret@{}/img/fund.png", server.addr);
+    let (status, body, _) = post_ocr(
+        &app,
+        "/ocr",
+        json!({"image_url": with_credentials, "url_type": "oss"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("image_url_not_allowed")),
+        "{body}"
+    );
+    assert!(!body.to_string().contains("secret"), "{body}");
 }
 
 #[tokio::test]
@@ -850,15 +880,8 @@ async fn a_body_over_the_limit_gets_the_same_413_code_on_every_route() {
         ("/ocr/jobs", json!([too_big])),
     ];
     for (path, body) in cases {
-        let response = app
-            .client
-            .post(app.url(path))
-            .json(&body)
-            .send()
-            .await
-            .expect("sent");
-        assert_eq!(response.status(), 413, "{path}");
-        let error: Value = response.json().await.expect("JSON error");
+        let (status, error, _) = post_ocr(&app, path, body).await;
+        assert_eq!(status, 413, "{path}");
         assert_eq!(error["error"]["code"], "body_too_large", "{path}: {error}");
     }
     // An upload over the limit: the image part is read as it streams in, so its own cap
