@@ -103,9 +103,19 @@ pub async fn recognize(
             .map_err(|e| body_error(e.status(), e.body_text(), limit))?;
         read_upload(multipart, state.ocr.config().max_image_bytes, limit).await?
     } else {
-        let body = Bytes::from_request(request, &state)
+        // A JSON body names the image, it does not carry it: the JSON limit of every route.
+        let json_limit = state.config.server.max_body_bytes;
+        let body = axum::body::to_bytes(request.into_body(), json_limit)
             .await
-            .map_err(|e| body_error(e.status(), e.body_text(), limit))?;
+            .map_err(|err| {
+                let err = err.into_inner();
+                let status = if err.is::<http_body_util::LengthLimitError>() {
+                    StatusCode::PAYLOAD_TOO_LARGE
+                } else {
+                    StatusCode::BAD_REQUEST
+                };
+                body_error(status, err.to_string(), json_limit)
+            })?;
         parse_json(&body)?
     };
     let result = state
