@@ -7,6 +7,7 @@ pub mod ocr;
 pub mod ocr_jobs;
 pub mod ocr_results;
 pub mod openapi;
+pub mod origin;
 pub mod request_id;
 pub mod sse;
 
@@ -50,6 +51,11 @@ pub fn router(state: AppState) -> Router {
             state.client_keys.clone(),
             crate::auth::require_key,
         ));
+    // Before the key check: a foreign page's request is refused whatever it carries.
+    let routes = routes.layer(axum::middleware::from_fn_with_state(
+        origin::AllowedOrigins::new(&state.config.cors.allowed_origins),
+        origin::refuse_foreign,
+    ));
     // Outside the key check: browsers send preflights without credentials.
     let routes = match cors(&state.config.cors) {
         Some(cors) => routes.layer(cors),

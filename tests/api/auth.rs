@@ -79,3 +79,49 @@ async fn keys_are_required_everywhere_but_health_and_recorded_by_id() {
         "an id, never the key"
     );
 }
+
+#[tokio::test]
+async fn a_page_of_another_origin_is_refused_before_any_work() {
+    let app = spawn_app_with(
+        MockKnobs {
+            tokens: Some(2),
+            ..MockKnobs::default()
+        },
+        |c| c.cors.allowed_origins = vec!["https://chat.example.com".into()],
+    )
+    .await;
+    let post = |origin: Option<String>| {
+        let mut request = app
+            .client
+            .post(app.url("/answer"))
+            // What a page's "simple" request sends: no preflight comes first.
+            .header("content-type", "text/plain")
+            .body(r#"{"user_input": "q", "stream": false}"#);
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        request.send()
+    };
+    for origin in ["http://evil.example", "null"] {
+        let response = post(Some(origin.to_owned())).await.expect("sent");
+        assert_eq!(response.status(), 403, "{origin}");
+        let body: Value = response.json().await.expect("JSON");
+        assert_eq!(body["error"]["code"], "origin_not_allowed", "{origin}");
+    }
+    assert_eq!(
+        app.mock
+            .counters()
+            .requests
+            .load(std::sync::atomic::Ordering::Acquire),
+        0,
+        "nothing reached the model"
+    );
+    for origin in [
+        None,
+        Some(format!("http://{}", app.addr)),
+        Some("https://chat.example.com".to_owned()),
+    ] {
+        let response = post(origin.clone()).await.expect("sent");
+        assert_eq!(response.status(), 200, "{origin:?}");
+    }
+}
