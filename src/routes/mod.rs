@@ -52,10 +52,9 @@ pub fn router(state: AppState) -> Router {
             crate::auth::require_key,
         ));
     // Before the key check: a foreign page's request is refused whatever it carries.
-    let routes = routes.layer(axum::middleware::from_fn_with_state(
-        origin::AllowedOrigins::new(&state.config.cors.allowed_origins),
-        origin::refuse_foreign,
-    ));
+    let routes = routes.layer(origin::OriginGuardLayer::new(origin::AllowedOrigins::new(
+        &state.config.cors.allowed_origins,
+    )));
     // Outside the key check: browsers send preflights without credentials.
     let routes = match cors(&state.config.cors) {
         Some(cors) => routes.layer(cors),

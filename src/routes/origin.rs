@@ -5,12 +5,15 @@
 //! (curl, SDKs, servers) or from this server's own origin (its `Host`) passes, and so does one
 //! from an origin in `cors.allowed_origins` (`*`: any).
 
+use std::future::{Ready, ready};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures::future::Either;
+use tower::{Layer, Service};
 
 use crate::error::ApiError;
 
@@ -37,28 +40,73 @@ impl AllowedOrigins {
     }
 }
 
-pub async fn refuse_foreign(
-    State(allowed): State<AllowedOrigins>,
-    request: Request,
-    next: Next,
-) -> Response {
-    // Preflights are the CORS layer's to answer.
-    if request.method() == Method::OPTIONS {
-        return next.run(request).await;
+/// The layer that puts [`OriginGuard`] in front of the routes. A plain `tower` service rather
+/// than a `from_fn` middleware: it runs on every request, and needs no boxed future to pass one on.
+#[derive(Debug, Clone)]
+pub struct OriginGuardLayer(AllowedOrigins);
+
+impl OriginGuardLayer {
+    pub fn new(allowed: AllowedOrigins) -> Self {
+        Self(allowed)
     }
-    let headers = request.headers();
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return next.run(request).await;
-    };
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    match origin.to_str() {
-        Ok(origin) if allowed.allows(origin, host) => next.run(request).await,
-        _ => ApiError::new(
-            StatusCode::FORBIDDEN,
-            "origin_not_allowed",
-            "requests from this web origin are not allowed; add it to cors.allowed_origins",
-        )
-        .into_response(),
+}
+
+impl<S> Layer<S> for OriginGuardLayer {
+    type Service = OriginGuard<S>;
+
+    fn layer(&self, inner: S) -> OriginGuard<S> {
+        OriginGuard {
+            inner,
+            allowed: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct OriginGuard<S> {
+    inner: S,
+    allowed: AllowedOrigins,
+}
+
+impl<S> Service<Request> for OriginGuard<S>
+where
+    S: Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Either<S::Future, Ready<Result<Response, S::Error>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        if self.is_foreign(&request) {
+            let refusal = ApiError::new(
+                StatusCode::FORBIDDEN,
+                "origin_not_allowed",
+                "requests from this web origin are not allowed; add it to cors.allowed_origins",
+            );
+            return Either::Right(ready(Ok(refusal.into_response())));
+        }
+        Either::Left(self.inner.call(request))
+    }
+}
+
+impl<S> OriginGuard<S> {
+    fn is_foreign(&self, request: &Request) -> bool {
+        // Preflights are the CORS layer's to answer.
+        if request.method() == Method::OPTIONS {
+            return false;
+        }
+        let headers = request.headers();
+        let Some(origin) = headers.get(header::ORIGIN) else {
+            return false;
+        };
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        origin
+            .to_str()
+            .map_or(true, |origin| !self.allowed.allows(origin, host))
     }
 }
 
