@@ -103,7 +103,11 @@ impl<S> OriginGuard<S> {
         let Some(origin) = headers.get(header::ORIGIN) else {
             return false;
         };
-        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        // HTTP/2 carries the host in the `:authority` of the URI instead of a `Host` header.
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| request.uri().authority().map(|a| a.as_str()));
         origin
             .to_str()
             .map_or(true, |origin| !self.allowed.allows(origin, host))
