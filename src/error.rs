@@ -12,6 +12,7 @@ use crate::answer::{AdmissionError, ExchangeError, RequestError};
 use crate::client_limits::Refusal;
 use crate::ocr::OcrError;
 use crate::permit_queue::QueueError;
+use crate::routes::body_timeout::BodyTimedOut;
 use crate::upstream::UpstreamError;
 
 #[derive(Debug, Clone)]
@@ -21,6 +22,9 @@ pub struct ApiError {
     pub message: String,
     /// Seconds for a `Retry-After` header.
     pub retry_after: Option<u64>,
+    /// Close the connection after this response (`Connection: close`): what is left of the
+    /// request on it cannot be trusted.
+    pub close_connection: bool,
 }
 
 /// Every error response: `{"error": {"code", "message"}}`.
@@ -45,6 +49,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            close_connection: false,
         }
     }
 
@@ -155,6 +160,15 @@ impl From<&OcrError> for ApiError {
     }
 }
 
+impl From<&BodyTimedOut> for ApiError {
+    fn from(err: &BodyTimedOut) -> Self {
+        Self {
+            close_connection: true,
+            ..Self::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", err.to_string())
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
@@ -171,6 +185,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self.close_connection {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

@@ -20,6 +20,9 @@ pub struct ServerConfig {
     /// A client must send a whole request head within this of connecting (or of its first byte
     /// after an answered request on the same connection).
     pub header_read_timeout_ms: u64,
+    /// A request's whole body must arrive within this of its head (408 and the connection closed
+    /// otherwise). The response, however long its stream, is not bounded by it.
+    pub body_read_timeout_ms: u64,
     /// A connection with no request in progress is closed after this.
     pub idle_timeout_ms: u64,
 }
@@ -32,6 +35,7 @@ impl Default for ServerConfig {
             keepalive_ms: 15_000,
             max_body_bytes: 1024 * 1024,
             header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
             idle_timeout_ms: 60_000,
         }
     }

@@ -32,6 +32,10 @@ impl Config {
             "server.header_read_timeout_ms",
             self.server.header_read_timeout_ms,
         )?;
+        positive(
+            "server.body_read_timeout_ms",
+            self.server.body_read_timeout_ms,
+        )?;
         positive("server.idle_timeout_ms", self.server.idle_timeout_ms)?;
         if self.limits.per_key_requests_per_minute > 0 {
             positive("limits.per_key_burst", self.limits.per_key_burst.into())?;

@@ -1,6 +1,7 @@
 //! The HTTP surface: one file per endpoint family, thin handlers over the library.
 
 pub mod answer;
+pub mod body_timeout;
 pub mod health;
 pub mod metrics;
 pub mod ocr;
@@ -21,7 +22,7 @@ use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::routing::{get, post};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::config::CorsConfig;
+use crate::config::{CorsConfig, ms};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -51,6 +52,10 @@ pub fn router(state: AppState) -> Router {
             state.client_keys.clone(),
             crate::auth::require_key,
         ));
+    let routes = routes.layer(body_timeout::BodyTimeoutLayer::new(ms(state
+        .config
+        .server
+        .body_read_timeout_ms)));
     // Before the key check: a foreign page's request is refused whatever it carries.
     let routes = routes.layer(origin::OriginGuardLayer::new(origin::AllowedOrigins::new(
         &state.config.cors.allowed_origins,
@@ -110,12 +115,23 @@ pub fn upload_limit(state: &AppState) -> usize {
 
 /// A body, or the JSON error for one that is too large (413) or unreadable.
 pub fn read_body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
-    body.map_err(|rejection| body_error(rejection.status(), rejection.body_text(), limit))
+    body.map_err(|rejection| {
+        body_error(&rejection, rejection.status(), rejection.body_text(), limit)
+    })
 }
 
-/// The error for a body that could not be read: `body_too_large` (413) on every route when it is
-/// over the route's `limit`, else `invalid_body`.
-pub fn body_error(status: StatusCode, text: String, limit: usize) -> ApiError {
+/// The error for a body that could not be read (`err`, with the status and text it suggests):
+/// `body_timeout` (408) when it did not arrive in time, `body_too_large` (413) on every route
+/// when it is over the route's `limit`, else `invalid_body`.
+pub fn body_error(
+    err: &(dyn std::error::Error + 'static),
+    status: StatusCode,
+    text: String,
+    limit: usize,
+) -> ApiError {
+    if let Some(timed_out) = body_timeout::timed_out(err) {
+        return timed_out.into();
+    }
     if status == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

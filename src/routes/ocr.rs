@@ -100,7 +100,7 @@ pub async fn recognize(
     let image = if is_multipart {
         let multipart = Multipart::from_request(request, &state)
             .await
-            .map_err(|e| body_error(e.status(), e.body_text(), limit))?;
+            .map_err(|e| body_error(&e, e.status(), e.body_text(), limit))?;
         read_upload(multipart, state.ocr.config().max_image_bytes, limit).await?
     } else {
         // A JSON body names the image, it does not carry it: the JSON limit of every route.
@@ -114,7 +114,7 @@ pub async fn recognize(
                 } else {
                     StatusCode::BAD_REQUEST
                 };
-                body_error(status, err.to_string(), json_limit)
+                body_error(&*err, status, err.to_string(), json_limit)
             })?;
         parse_json(&body)?
     };
@@ -201,7 +201,7 @@ async fn read_upload(
     while let Some(mut field) = multipart
         .next_field()
         .await
-        .map_err(|e| body_error(e.status(), e.body_text(), limit))?
+        .map_err(|e| body_error(&e, e.status(), e.body_text(), limit))?
     {
         match field.name() {
             Some("image") => {
@@ -210,7 +210,7 @@ async fn read_upload(
                 while let Some(chunk) = field
                     .chunk()
                     .await
-                    .map_err(|e| body_error(e.status(), e.body_text(), limit))?
+                    .map_err(|e| body_error(&e, e.status(), e.body_text(), limit))?
                 {
                     if data.len() + chunk.len() > cap {
                         return Err(ApiError::from(&OcrError::TooLarge(format!(
@@ -225,7 +225,7 @@ async fn read_upload(
                 let value = field
                     .text()
                     .await
-                    .map_err(|e| body_error(e.status(), e.body_text(), limit))?;
+                    .map_err(|e| body_error(&e, e.status(), e.body_text(), limit))?;
                 if !value.is_empty() && UrlType::parse(&value).is_none() {
                     return Err(ApiError::bad_request(
                         "invalid_request",

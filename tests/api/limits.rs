@@ -344,3 +344,50 @@ async fn without_keys_the_limits_apply_per_address() {
         .expect("seconds");
     assert!((55..=60).contains(&retry_after), "{retry_after}");
 }
+
+#[tokio::test]
+async fn a_body_that_trickles_in_gets_408_and_its_connection_closed() {
+    let app = spawn_app_with(
+        MockKnobs {
+            tokens: Some(8),
+            token_delay: Duration::from_millis(150),
+            ..MockKnobs::default()
+        },
+        |c| c.server.body_read_timeout_ms = 600,
+    )
+    .await;
+    for path in ["/answer", "/ocr", "/ocr/jobs"] {
+        let started = Instant::now();
+        let mut tcp = TcpStream::connect(app.addr).await.expect("connect");
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n"
+        );
+        tcp.write_all(head.as_bytes()).await.expect("write");
+        // One byte a tick, far slower than the 40 bytes promised; the writes stop failing
+        // silently once the server has closed.
+        let trickle = async {
+            for byte in b"{\"user_input\": \"a slow, slow question\"}" {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if tcp.write_all(&[*byte]).await.is_err() {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(1_200), trickle).await;
+        let (received, closed) = read_until_closed(&mut tcp).await;
+        assert!(received.starts_with("HTTP/1.1 408"), "{path}: {received}");
+        assert!(received.contains("body_timeout"), "{path}: {received}");
+        assert!(
+            received.to_ascii_lowercase().contains("connection: close"),
+            "{path}: {received}"
+        );
+        assert!(
+            closed - started < Duration::from_secs(5),
+            "{path}: closed after {:?}",
+            closed - started
+        );
+    }
+    // An answer streams for longer than the body timeout (8 chunks 150 ms apart): it is not cut.
+    let events = read_events(app.post_answer(&json!({"user_input": "long"})).await).await;
+    assert_eq!(last(&events).name, "done");
+}
