@@ -34,6 +34,7 @@ pub async fn count_requests(
     responses(
         (status = 200, description = "The exposition", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String),
         (status = 401, description = "Missing or wrong client API key", body = ErrorBody),
+        (status = 403, description = "From a web page of another origin (`origin_not_allowed`)", body = ErrorBody),
     ),
     security((), ("client_key" = [])),
 )]

@@ -50,9 +50,15 @@ pub enum RecognizeResponses {
     /// Missing or wrong client API key
     #[response(status = 401)]
     Unauthorized(ErrorBody<'static>),
+    /// From a web page of another origin (`origin_not_allowed`)
+    #[response(status = 403)]
+    Forbidden(ErrorBody<'static>),
     /// No image at that URL or path
     #[response(status = 404)]
     NotFound(ErrorBody<'static>),
+    /// The body did not arrive within `server.body_read_timeout_ms` (`body_timeout`)
+    #[response(status = 408)]
+    BodyTimeout(ErrorBody<'static>),
     /// Image too large (bytes or pixels), or the body itself (`body_too_large`)
     #[response(status = 413)]
     TooLarge(ErrorBody<'static>),

@@ -47,7 +47,9 @@ pub struct JobCreated {
         (status = 202, description = "Started", body = JobCreated),
         (status = 400, description = "Invalid body or item, or too many items", body = ErrorBody),
         (status = 401, description = "Missing or wrong client API key", body = ErrorBody),
+        (status = 403, description = "From a web page of another origin (`origin_not_allowed`)", body = ErrorBody),
         (status = 413, description = "Body larger than `server.max_body_bytes`", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within `server.body_read_timeout_ms` (`body_timeout`)", body = ErrorBody),
         (status = 503, description = "Shutting down", body = ErrorBody),
     ),
     security((), ("client_key" = [])),
@@ -122,6 +124,7 @@ pub async fn create_job(
     responses(
         (status = 200, description = "The job", body = Job),
         (status = 401, description = "Missing or wrong client API key", body = ErrorBody),
+        (status = 403, description = "From a web page of another origin (`origin_not_allowed`)", body = ErrorBody),
         (status = 404, description = "No such job (jobs are kept in memory, the last 1,000)", body = ErrorBody),
     ),
     security((), ("client_key" = [])),

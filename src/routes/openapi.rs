@@ -66,6 +66,7 @@ impl Modify for ClientKey {
     responses(
         (status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json", body = Object),
         (status = 401, description = "Missing or wrong client API key", body = crate::error::ErrorBody),
+        (status = 403, description = "From a web page of another origin (`origin_not_allowed`)", body = crate::error::ErrorBody),
     ),
     security((), ("client_key" = [])),
 )]
