@@ -88,7 +88,8 @@ pub struct TimedBody {
     inner: Body,
     deadline: Instant,
     timeout: Duration,
-    /// Made the first time the body is waited on: most bodies are already there.
+    /// Made only when the body has to be waited on (over HTTP/1.1, usually once: hyper hands
+    /// the body over after the head).
     sleep: Option<Pin<Box<Sleep>>>,
 }
 
