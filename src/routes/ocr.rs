@@ -232,11 +232,10 @@ async fn read_upload(
                     .text()
                     .await
                     .map_err(|e| body_error(&e, e.status(), e.body_text(), limit))?;
-                if !value.is_empty() && UrlType::parse(&value).is_none() {
-                    return Err(ApiError::bad_request(
-                        "invalid_request",
-                        format!("`url_type` `{value}` is not one of oss, 7min_local, upload"),
-                    ));
+                if !value.is_empty() {
+                    UrlType::try_from(value).map_err(|err| {
+                        ApiError::bad_request("invalid_request", format!("`url_type` {err}"))
+                    })?;
                 }
             }
             _ => {}
