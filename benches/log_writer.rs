@@ -61,6 +61,7 @@ async fn fresh_mysql(tag: &str) -> String {
 fn record(i: usize) -> ChatLogRecord {
     ChatLogRecord {
         request_id: format!("bench-{i}-{}", uuid::Uuid::new_v4().simple()),
+        api: "answer".into(),
         session_id: Some(format!("session-{}", i % 100)),
         user_id: Some(format!("user-{}", i % 1000)),
         client_key_id: None,

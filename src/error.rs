@@ -20,6 +20,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// The request field at fault, when one is (OpenAI's error body names it as `param`).
+    pub param: Option<String>,
     /// Seconds for a `Retry-After` header.
     pub retry_after: Option<u64>,
     /// Close the connection after this response (`Connection: close`): what is left of the
@@ -48,6 +50,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            param: None,
             retry_after: None,
             close_connection: false,
         }
@@ -55,6 +58,11 @@ impl ApiError {
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn with_param(mut self, param: impl Into<String>) -> Self {
+        self.param = Some(param.into());
+        self
     }
 
     pub fn with_retry_after(mut self, seconds: u64) -> Self {
@@ -118,7 +126,11 @@ impl From<&Refusal> for ApiError {
 
 impl From<RequestError> for ApiError {
     fn from(err: RequestError) -> Self {
-        Self::bad_request(err.code(), err.to_string())
+        let param = err.param().map(str::to_owned);
+        Self {
+            param,
+            ..Self::bad_request(err.code(), err.to_string())
+        }
     }
 }
 
@@ -126,6 +138,10 @@ impl From<AdmissionError> for ApiError {
     fn from(err: AdmissionError) -> Self {
         match &err {
             AdmissionError::ShuttingDown => Self::shutting_down(),
+            AdmissionError::UnknownModel(_) => {
+                Self::new(StatusCode::NOT_FOUND, "model_not_found", err.to_string())
+                    .with_param("model")
+            }
             AdmissionError::ClientLimit(refusal) => refusal.into(),
             AdmissionError::Queue(err) => err.into(),
         }
@@ -191,6 +207,8 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
+        // For a layer that renders errors in another protocol's shape (`routes::openai`).
+        response.extensions_mut().insert(self);
         response
     }
 }

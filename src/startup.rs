@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::answer::tools::ToolBox;
-use crate::answer::{AnswerContext, AnswerService};
+use crate::answer::{AnswerContext, AnswerService, ModelCatalog};
 use crate::auth::ClientKeys;
 use crate::client_limits::ClientLimits;
 use crate::config::{Config, ms};
@@ -47,7 +47,7 @@ impl Application {
         // Templates first: a broken prompt stops start-up before anything else is started.
         let prompts = Prompts::load(&config.prompts.dir).context("loading the prompt templates")?;
         let lifecycle = Lifecycle::new();
-        let (base_url, demo, model_label) = if config.upstream.is_demo() {
+        let (base_url, demo) = if config.upstream.is_demo() {
             let demo = MockUpstream::start(
                 MockKnobs {
                     first_chunk_delay: ms(config.demo.first_chunk_delay_ms),
@@ -62,18 +62,14 @@ impl Application {
                 base_url = %demo.base_url(),
                 "upstream: built-in offline demo model (model `demo`); set upstream.base_url for a real one"
             );
-            (demo.base_url(), Some(demo), "demo".to_owned())
+            (demo.base_url(), Some(demo))
         } else {
             tracing::info!(
                 base_url = %config.upstream.base_url,
                 model = %config.upstream.model,
                 "upstream: OpenAI-compatible API"
             );
-            (
-                config.upstream.base_url.clone(),
-                None,
-                config.upstream.model.clone(),
-            )
+            (config.upstream.base_url.clone(), None)
         };
         let api_key = read_api_key(&config, demo.is_some());
         // The demo model speaks h2c, so its streams share one connection.
@@ -122,7 +118,6 @@ impl Application {
         });
         let answer = AnswerContext {
             upstream: Arc::new(upstream),
-            model_label: model_label.into(),
             permits,
             stop_streams: lifecycle.stop_streams().clone(),
             tools,
@@ -133,6 +128,7 @@ impl Application {
         tracing::info!(keys = client_keys.required(), "client API keys");
         let answers = AnswerService::new(
             answer,
+            ModelCatalog::new(&config.upstream),
             ClientLimits::new(&config.limits),
             lifecycle.clone(),
             log.clone(),

@@ -14,6 +14,12 @@ pub enum RequestError {
     InvalidJson(String),
     #[error("{0}")]
     Invalid(String),
+    /// A field that is wrong, named in `param`.
+    #[error("`{param}`: {message}")]
+    InvalidParam { param: String, message: String },
+    /// A field the proxy does not support (or not with this value).
+    #[error("`{param}` is not supported: {message}")]
+    Unsupported { param: String, message: String },
     #[error("`messages` holds {count} messages; at most {max} are allowed")]
     TooManyMessages { count: usize, max: usize },
     #[error("the messages hold {chars} characters; at most {max} are allowed")]
@@ -24,9 +30,19 @@ impl RequestError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::InvalidJson(_) => "invalid_json",
-            Self::Invalid(_) => "invalid_request",
+            Self::Invalid(_) | Self::InvalidParam { .. } => "invalid_request",
+            Self::Unsupported { .. } => "unsupported_parameter",
             Self::TooManyMessages { .. } => "too_many_messages",
             Self::InputTooLong { .. } => "input_too_long",
+        }
+    }
+
+    /// The field at fault, when one is.
+    pub fn param(&self) -> Option<&str> {
+        match self {
+            Self::InvalidParam { param, .. } | Self::Unsupported { param, .. } => Some(param),
+            Self::TooManyMessages { .. } | Self::InputTooLong { .. } => Some("messages"),
+            Self::InvalidJson(_) | Self::Invalid(_) => None,
         }
     }
 }
@@ -36,6 +52,8 @@ impl RequestError {
 pub enum AdmissionError {
     #[error("the server is shutting down; retry on another instance")]
     ShuttingDown,
+    #[error("the model `{0}` does not exist; GET /v1/models lists the models")]
+    UnknownModel(String),
     #[error(transparent)]
     ClientLimit(#[from] Refusal),
     #[error(transparent)]

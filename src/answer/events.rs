@@ -16,10 +16,15 @@ use super::tools::ToolCall;
 #[derive(Debug, Clone)]
 pub enum AnswerEvent {
     Meta(Box<Meta>),
-    Queued { position: usize },
+    Queued {
+        position: usize,
+    },
     Delta(String),
     ToolCall(Box<ToolCall>),
     ToolResult(Box<Value>),
+    /// The model called the client's own tools: the answer ends with these calls (then `Done`
+    /// with `finish_reason: "tool_calls"`).
+    ClientToolCalls(Box<Vec<ToolCall>>),
     Done(Box<DoneInfo>),
     Failed(Box<ExchangeError>),
 }
@@ -28,7 +33,7 @@ pub enum AnswerEvent {
 #[derive(Debug, Clone, Serialize)]
 pub struct Meta {
     pub request_id: String,
-    /// `demo` for the built-in model.
+    /// The model's configured name (`demo` for the built-in model).
     pub model: String,
 }
 

@@ -17,6 +17,52 @@ pub struct AnswerRequest {
     pub session_id: Option<String>,
     pub user_id: Option<String>,
     pub stream: bool,
+    /// The model asked for by its configured name; `None`: the first of `upstream.models`.
+    pub model: Option<String>,
+    /// Sampling and output options (`temperature`, `max_tokens`, ...), sent upstream as they are.
+    pub options: Map<String, Value>,
+    /// The client's own tools and its tool choice.
+    pub tools: ClientTools,
+    /// The front door the request came through, recorded with its log row.
+    pub api: Api,
+}
+
+/// Tools a client defined, offered to the model beside the proxy's own. A call to one of them
+/// goes back to the client instead of running here.
+#[derive(Debug, Clone, Default)]
+pub struct ClientTools {
+    /// Each `{"type": "function", "function": {...}}` as the client sent it.
+    pub definitions: Vec<Value>,
+    /// Their function names.
+    pub names: Vec<String>,
+    /// `tool_choice`, as the client sent it.
+    pub choice: Option<Value>,
+    pub parallel_calls: Option<bool>,
+}
+
+impl ClientTools {
+    pub fn owns(&self, name: &str) -> bool {
+        self.names.iter().any(|n| n == name)
+    }
+}
+
+/// Which protocol a request came in by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Api {
+    /// `POST /answer`.
+    #[default]
+    Answer,
+    /// `POST /v1/chat/completions`.
+    OpenAi,
+}
+
+impl Api {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Answer => "answer",
+            Self::OpenAi => "openai",
+        }
+    }
 }
 
 /// The body of `POST /answer`: a question (`user_input`) or a chat history (`messages`), not both.
@@ -44,7 +90,7 @@ pub struct AnswerBody {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct MessageBody {
     #[schema(pattern = "^(system|user|assistant|tool)$")]
-    role: String,
+    pub(crate) role: String,
     /// A string, or a list of parts: `{"type": "text", "text"}` and
     /// `{"type": "image_url", "image_url": {"url"}}`. May be null only on an assistant message
     /// with `tool_calls`.
@@ -89,37 +135,53 @@ impl AnswerBody {
                 }
                 vec![json!({"role": "user", "content": text})]
             }
-            (None, Some(messages)) => {
-                if messages.is_empty() {
-                    return Err(invalid("`messages` must not be empty"));
-                }
-                if messages.len() > limits.max_messages {
-                    return Err(RequestError::TooManyMessages {
-                        count: messages.len(),
-                        max: limits.max_messages,
-                    });
-                }
-                messages
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, m)| m.check(i))
-                    .collect::<Result<Vec<_>, _>>()?
-            }
+            (None, Some(messages)) => check_messages(messages, limits)?,
         };
-        let chars: usize = messages.iter().map(text_chars).sum();
-        if chars > limits.max_input_chars {
-            return Err(RequestError::InputTooLong {
-                chars,
-                max: limits.max_input_chars,
-            });
-        }
+        check_length(&messages, limits)?;
         Ok(AnswerRequest {
             messages,
             session_id: check_id("session_id", self.session_id)?,
             user_id: check_id("user_id", self.user_id)?,
             stream: self.stream.unwrap_or(true),
+            model: None,
+            options: Map::new(),
+            tools: ClientTools::default(),
+            api: Api::Answer,
         })
     }
+}
+
+/// A chat history checked message by message, in OpenAI form.
+pub(crate) fn check_messages(
+    messages: Vec<MessageBody>,
+    limits: &LimitsConfig,
+) -> Result<Vec<Value>, RequestError> {
+    if messages.is_empty() {
+        return Err(invalid("`messages` must not be empty"));
+    }
+    if messages.len() > limits.max_messages {
+        return Err(RequestError::TooManyMessages {
+            count: messages.len(),
+            max: limits.max_messages,
+        });
+    }
+    messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| m.check(i))
+        .collect()
+}
+
+/// The `limits.max_input_chars` limit over every message's text.
+pub(crate) fn check_length(messages: &[Value], limits: &LimitsConfig) -> Result<(), RequestError> {
+    let chars: usize = messages.iter().map(text_chars).sum();
+    if chars > limits.max_input_chars {
+        return Err(RequestError::InputTooLong {
+            chars,
+            max: limits.max_input_chars,
+        });
+    }
+    Ok(())
 }
 
 impl MessageBody {
@@ -135,6 +197,12 @@ impl MessageBody {
         let has_tool_calls = self.tool_calls.as_ref().is_some_and(|c| !c.is_empty());
         let content = match self.content {
             None | Some(Value::Null) if role == "assistant" && has_tool_calls => Value::Null,
+            // Clients write an assistant turn that only calls tools with empty text, too.
+            Some(Value::String(text))
+                if text.is_empty() && role == "assistant" && has_tool_calls =>
+            {
+                Value::Null
+            }
             None | Some(Value::Null) => {
                 return Err(invalid(format!("`{}` is required", field("content"))));
             }
@@ -204,11 +272,12 @@ fn check_part(part: &Value, field: &str) -> Result<(), RequestError> {
     }
 }
 
-fn check_id(name: &str, value: Option<String>) -> Result<Option<String>, RequestError> {
+pub(crate) fn check_id(name: &str, value: Option<String>) -> Result<Option<String>, RequestError> {
     match value {
-        Some(id) if id.chars().count() > MAX_ID_CHARS => Err(invalid(format!(
-            "`{name}` is longer than {MAX_ID_CHARS} characters"
-        ))),
+        Some(id) if id.chars().count() > MAX_ID_CHARS => Err(RequestError::InvalidParam {
+            param: name.to_owned(),
+            message: format!("is longer than {MAX_ID_CHARS} characters"),
+        }),
         Some(id) if id.is_empty() => Ok(None),
         other => Ok(other),
     }
@@ -227,7 +296,7 @@ fn text_chars(message: &Value) -> usize {
     }
 }
 
-fn invalid(message: impl Into<String>) -> RequestError {
+pub(crate) fn invalid(message: impl Into<String>) -> RequestError {
     RequestError::Invalid(message.into())
 }
 

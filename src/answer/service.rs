@@ -24,6 +24,7 @@ use crate::store::{ChatLogRecord, LogWriter};
 use super::error::AdmissionError;
 use super::events::{AnswerEvent, ExchangeOutcome};
 use super::exchange::{AnswerContext, Exchange};
+use super::models::{ModelCatalog, ModelRoute};
 use super::request::AnswerRequest;
 
 /// Events buffered between an exchange and its client; a slower client slows only its own upstream read.
@@ -50,6 +51,7 @@ impl Caller {
 /// Cheap to share: one per application, behind an `Arc`.
 pub struct AnswerService {
     ctx: Arc<AnswerContext>,
+    models: ModelCatalog,
     client_limits: ClientLimits,
     lifecycle: Lifecycle,
     log: LogWriter,
@@ -62,6 +64,7 @@ pub struct AnswerService {
 /// A request let through the per-client limits and into the permit pool.
 struct Admitted {
     caller: Caller,
+    model: ModelRoute,
     /// Counts against the client's concurrency limit until the exchange ends.
     slot: ClientSlot,
     entry: Entry,
@@ -71,6 +74,7 @@ struct Admitted {
 impl AnswerService {
     pub fn new(
         ctx: AnswerContext,
+        models: ModelCatalog,
         client_limits: ClientLimits,
         lifecycle: Lifecycle,
         log: LogWriter,
@@ -78,6 +82,7 @@ impl AnswerService {
     ) -> Self {
         Self {
             ctx: Arc::new(ctx),
+            models,
             client_limits,
             lifecycle,
             log,
@@ -95,16 +100,29 @@ impl AnswerService {
         caller: Caller,
         received: Instant,
     ) -> Result<mpsc::Receiver<AnswerEvent>, AdmissionError> {
-        let admitted = self.admit(caller, received)?;
+        let admitted = self.admit(request.model.as_deref(), caller, received)?;
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         self.spawn(request_id, request, admitted, tx);
         Ok(rx)
     }
 
-    fn admit(&self, caller: Caller, received: Instant) -> Result<Admitted, AdmissionError> {
+    fn admit(
+        &self,
+        model: Option<&str>,
+        caller: Caller,
+        received: Instant,
+    ) -> Result<Admitted, AdmissionError> {
         if self.lifecycle.is_draining() {
             return Err(AdmissionError::ShuttingDown);
         }
+        let model = match model {
+            None => self.models.default_route(),
+            Some(name) => self
+                .models
+                .find(name)
+                .ok_or_else(|| AdmissionError::UnknownModel(name.to_owned()))?,
+        }
+        .clone();
         let slot = self
             .client_limits
             .admit(&caller.limit_key())
@@ -112,6 +130,7 @@ impl AnswerService {
         let entry = self.ctx.permits.enter()?;
         Ok(Admitted {
             caller,
+            model,
             slot,
             entry,
             received,
@@ -128,12 +147,14 @@ impl AnswerService {
     ) {
         let Admitted {
             caller,
+            model,
             slot,
             entry,
             received,
         } = admitted;
         let received_at = Utc::now();
-        let exchange = Exchange::new(self.ctx.clone(), tx, received);
+        let model_name = model.name.to_string();
+        let exchange = Exchange::new(self.ctx.clone(), model, tx, received);
         exchange.announce(&request_id);
         let service = self.clone();
         self.open.fetch_add(1, Ordering::AcqRel);
@@ -144,7 +165,14 @@ impl AnswerService {
                 let outcome = exchange.run(request_id.clone(), &request, entry).await;
                 drop(slot);
                 service.open.fetch_sub(1, Ordering::AcqRel);
-                service.finish(request_id, request, caller, outcome, received_at);
+                service.finish(
+                    request_id,
+                    request,
+                    caller,
+                    model_name,
+                    outcome,
+                    received_at,
+                );
             }
             .instrument(span),
         );
@@ -156,6 +184,7 @@ impl AnswerService {
         request_id: String,
         request: AnswerRequest,
         caller: Caller,
+        model: String,
         outcome: ExchangeOutcome,
         received_at: chrono::DateTime<Utc>,
     ) {
@@ -179,15 +208,15 @@ impl AnswerService {
             request_id,
             request,
             caller.key,
-            self.ctx.model_label.to_string(),
+            model,
             outcome,
             received_at,
         ));
     }
 
-    /// Name shown in `meta` (`demo` for the built-in model).
-    pub fn model_label(&self) -> &str {
-        &self.ctx.model_label
+    /// The models clients may ask for; the first is the default.
+    pub fn models(&self) -> &ModelCatalog {
+        &self.models
     }
 
     pub fn permits(&self) -> &PermitPool {
@@ -230,6 +259,7 @@ fn chat_log_record(
         .unzip();
     ChatLogRecord {
         request_id,
+        api: request.api.as_str().to_owned(),
         session_id: request.session_id,
         user_id: request.user_id,
         client_key_id: client_key.map(|k| k.0),

@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
+use super::request::ClientTools;
 use crate::ocr::{ImageRequest, OcrService, UrlType};
 use crate::prompts::Prompts;
 use crate::store::LogWriter;
@@ -194,6 +195,39 @@ impl ToolBox {
     }
 }
 
+/// The `tools` array of one upstream round: the proxy's own (when offered), then the client's.
+pub struct OfferedTools<'a> {
+    own: Option<&'a RawValue>,
+    /// Both lists in one array, when the client brought tools.
+    merged: Option<Box<RawValue>>,
+}
+
+impl<'a> OfferedTools<'a> {
+    pub fn new(own: Option<&'a RawValue>, client: &ClientTools) -> Self {
+        if client.definitions.is_empty() {
+            return Self { own, merged: None };
+        }
+        let client = serde_json::to_string(&client.definitions).expect("JSON values serialise");
+        // Both are JSON arrays: the elements of one, a comma, the elements of the other.
+        let merged = match own.map(RawValue::get) {
+            Some(own) if own.len() > 2 => {
+                format!("{},{}", &own[..own.len() - 1], &client[1..])
+            }
+            _ => client,
+        };
+        let merged = RawValue::from_string(merged).expect("two JSON arrays make one");
+        Self {
+            own,
+            merged: Some(merged),
+        }
+    }
+
+    /// The array to send, if any tool is offered.
+    pub fn get(&self) -> Option<&RawValue> {
+        self.merged.as_deref().or(self.own)
+    }
+}
+
 /// Streamed fragments of the calls in one answer, keyed by their `index`.
 #[derive(Debug, Default)]
 pub struct CallAssembler {
@@ -282,6 +316,39 @@ mod tests {
             (calls[1].id.as_str(), calls[1].arguments.as_str()),
             ("b", "{\"image_url\":\"y\"}")
         );
+    }
+
+    #[test]
+    fn client_tools_follow_the_proxys_own_in_one_array() {
+        let own = RawValue::from_string(
+            r#"[{"type":"function","function":{"name":"ocr_image"}}]"#.into(),
+        )
+        .expect("JSON");
+        let client = ClientTools {
+            definitions: vec![
+                json!({"type": "function", "function": {"name": "a"}}),
+                json!({"type": "function", "function": {"name": "b"}}),
+            ],
+            ..ClientTools::default()
+        };
+        let names = |offered: &OfferedTools| -> Vec<String> {
+            let value: Value =
+                serde_json::from_str(offered.get().expect("tools").get()).expect("JSON");
+            value
+                .as_array()
+                .expect("array")
+                .iter()
+                .map(|t| t["function"]["name"].as_str().expect("name").to_owned())
+                .collect()
+        };
+        assert_eq!(
+            names(&OfferedTools::new(Some(&own), &client)),
+            ["ocr_image", "a", "b"]
+        );
+        assert_eq!(names(&OfferedTools::new(None, &client)), ["a", "b"]);
+        let none = ClientTools::default();
+        assert_eq!(names(&OfferedTools::new(Some(&own), &none)), ["ocr_image"]);
+        assert!(OfferedTools::new(None, &none).get().is_none());
     }
 
     #[test]

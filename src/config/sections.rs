@@ -69,6 +69,10 @@ pub struct UpstreamConfig {
     pub base_url: String,
     /// Model name sent upstream.
     pub model: String,
+    /// The model names a client may ask for (`model` of `/v1/chat/completions`), each a name
+    /// or `{ name, upstream }` to send another name upstream. Empty: `[model]`. The first is the
+    /// default of `/answer`.
+    pub models: Vec<ModelEntry>,
     /// Name of the environment variable holding the API key (never the key itself).
     pub api_key_env: String,
     pub connect_timeout_ms: u64,
@@ -92,6 +96,7 @@ impl Default for UpstreamConfig {
         Self {
             base_url: DEMO_BASE_URL.into(),
             model: "demo".into(),
+            models: Vec::new(),
             api_key_env: "CHAT_PROXY_API_KEY".into(),
             connect_timeout_ms: 5_000,
             first_chunk_timeout_ms: 60_000,
@@ -107,6 +112,38 @@ impl Default for UpstreamConfig {
 impl UpstreamConfig {
     pub fn is_demo(&self) -> bool {
         self.base_url == DEMO_BASE_URL
+    }
+}
+
+/// One entry of `upstream.models`: a name clients use, sent upstream as it is or as `upstream`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ModelEntry {
+    Name(String),
+    Mapped(MappedModel),
+}
+
+/// `{ name = "fast", upstream = "qwen-turbo" }`: clients say `fast`, the upstream hears `qwen-turbo`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappedModel {
+    pub name: String,
+    pub upstream: String,
+}
+
+impl ModelEntry {
+    /// The name clients ask for.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Name(name) | Self::Mapped(MappedModel { name, .. }) => name,
+        }
+    }
+
+    /// The name sent upstream.
+    pub fn upstream(&self) -> &str {
+        match self {
+            Self::Name(name) | Self::Mapped(MappedModel { upstream: name, .. }) => name,
+        }
     }
 }
 

@@ -79,6 +79,29 @@ impl Config {
         if self.upstream.model.trim().is_empty() {
             return Err(key_error("upstream.model", "must not be empty"));
         }
+        let mut names = std::collections::HashSet::new();
+        for entry in &self.upstream.models {
+            let (name, upstream) = (entry.name(), entry.upstream());
+            // A name travels in URLs (`/v1/models/{id}`, where a `/` is allowed, as in
+            // `meta-llama/Llama-3.1-8B`) and in logs: printable ASCII, no spaces.
+            let sane = |s: &str| {
+                !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic())
+            };
+            if !sane(name) || upstream.trim().is_empty() {
+                return Err(key_error(
+                    "upstream.models",
+                    format!(
+                        "`{name}`: a name is 1 to 128 visible ASCII characters, and the upstream name is not empty"
+                    ),
+                ));
+            }
+            if !names.insert(name) {
+                return Err(key_error(
+                    "upstream.models",
+                    format!("`{name}` is listed twice"),
+                ));
+            }
+        }
         if self.upstream.api_key_env.trim().is_empty() {
             return Err(key_error(
                 "upstream.api_key_env",

@@ -25,8 +25,8 @@ use axum::serve::ListenerExt as _;
 use bytes::Bytes;
 use futures::stream;
 use replies::{
-    Frame, build_frames, image_urls, last_user_text, reply_pieces, tool_answer_pieces,
-    tool_call_frames,
+    Frame, build_frames, client_tool_call, image_urls, last_user_text, ocr_calls, reply_pieces,
+    tool_answer_pieces, tool_call_frames,
 };
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -254,9 +254,11 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, body: Bytes) -> Res
         .and_then(Value::as_str)
         .unwrap_or("");
     let urls = image_urls(&request);
-    let frames = if offered_tools && (knobs.tool_loop || (last_role == "user" && !urls.is_empty()))
-    {
-        tool_call_frames(&model, &urls, &knobs, include_usage)
+    let client_call = client_tool_call(&request, &question).filter(|_| last_role == "user");
+    let frames = if let Some(call) = client_call {
+        tool_call_frames(&model, &[call], &knobs, include_usage)
+    } else if offered_tools && (knobs.tool_loop || (last_role == "user" && !urls.is_empty())) {
+        tool_call_frames(&model, &ocr_calls(&urls, &knobs), &knobs, include_usage)
     } else if last_role == "tool" {
         let pieces = tool_answer_pieces(&request);
         build_frames(&model, &pieces, prompt_tokens, include_usage, fault)

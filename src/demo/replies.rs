@@ -113,21 +113,45 @@ pub(super) fn image_urls(request: &Value) -> Vec<String> {
     urls
 }
 
-/// A streamed answer that calls `ocr_image` once per URL: the first call shares its chunk
-/// with some content, arguments come in `tool_fragment`-sized pieces, and the calls are
-/// interleaved by `index`.
-pub(super) fn tool_call_frames(
-    model: &str,
-    urls: &[String],
-    knobs: &MockKnobs,
-    include_usage: bool,
-) -> Vec<Frame> {
-    let id = format!("chatcmpl-demo-{}", uuid::Uuid::new_v4().simple());
+/// The calls to `ocr_image` for the image links in a question: one per URL.
+pub(super) fn ocr_calls(urls: &[String], knobs: &MockKnobs) -> Vec<(String, String)> {
     let urls: Vec<String> = if urls.is_empty() {
         vec!["http://127.0.0.1:1/none.png".to_owned()]
     } else {
         urls.to_vec()
     };
+    urls.iter()
+        .map(|url| {
+            let mut args = json!({"image_url": url});
+            if let Some(url_type) = &knobs.tool_url_type {
+                args["url_type"] = json!(url_type);
+            }
+            ("ocr_image".to_owned(), args.to_string())
+        })
+        .collect()
+}
+
+/// A call to the first offered tool other than `ocr_image` whose name the question mentions,
+/// with the question as its argument: how the demo model exercises a client's own tools.
+pub(super) fn client_tool_call(request: &Value, question: &str) -> Option<(String, String)> {
+    let tools = request.get("tools")?.as_array()?;
+    let name = tools
+        .iter()
+        .filter_map(|t| t.pointer("/function/name").and_then(Value::as_str))
+        .find(|name| *name != "ocr_image" && question.contains(name))?;
+    Some((name.to_owned(), json!({ "question": question }).to_string()))
+}
+
+/// A streamed answer that makes `calls` (name, arguments): the first call shares its chunk
+/// with some content, arguments come in `tool_fragment`-sized pieces, and the calls are
+/// interleaved by `index`.
+pub(super) fn tool_call_frames(
+    model: &str,
+    calls: &[(String, String)],
+    knobs: &MockKnobs,
+    include_usage: bool,
+) -> Vec<Frame> {
+    let id = format!("chatcmpl-demo-{}", uuid::Uuid::new_v4().simple());
     let chunk = |delta: Value, finish: Value| {
         let value = json!({
             "id": id, "object": "chat.completion.chunk", "model": model,
@@ -135,20 +159,11 @@ pub(super) fn tool_call_frames(
         });
         Frame::Content(Bytes::from(format!("data: {value}\n\n")))
     };
-    let arguments: Vec<String> = urls
-        .iter()
-        .map(|url| {
-            let mut args = json!({"image_url": url});
-            if let Some(url_type) = &knobs.tool_url_type {
-                args["url_type"] = json!(url_type);
-            }
-            args.to_string()
-        })
-        .collect();
+    let arguments: Vec<&String> = calls.iter().map(|(_, arguments)| arguments).collect();
     let mut frames = Vec::new();
-    for (i, _) in arguments.iter().enumerate() {
+    for (i, (name, _)) in calls.iter().enumerate() {
         let call = json!([{"index": i, "id": format!("call_{i}_{}", uuid::Uuid::new_v4().simple()),
-            "type": "function", "function": {"name": "ocr_image", "arguments": ""}}]);
+            "type": "function", "function": {"name": name, "arguments": ""}}]);
         let delta = if i == 0 {
             json!({"role": "assistant", "content": "Let me read that. ", "tool_calls": call})
         } else {
@@ -202,10 +217,18 @@ pub(super) fn tool_answer_pieces(request: &Value) -> Vec<String> {
         .iter()
         .rposition(|m| m.get("role").and_then(Value::as_str) == Some("assistant"))
         .map_or(0, |i| i + 1);
-    let mut text = String::from("From the screenshot: ");
+    let mut text = String::new();
     for message in &messages[since..] {
         let content = message.get("content").and_then(Value::as_str).unwrap_or("");
         let result: Value = serde_json::from_str(content).unwrap_or(Value::Null);
+        if result.get("ok").is_none() {
+            // Not `ocr_image`'s: a client's own tool, whose answer is repeated.
+            text.push_str(&format!("The tool said: {content}. "));
+            continue;
+        }
+        if text.is_empty() {
+            text.push_str("From the screenshot: ");
+        }
         if result["ok"] == true {
             for fund in result["funds"].as_array().into_iter().flatten() {
                 text.push_str(&format!(

@@ -4,10 +4,10 @@
 use std::net::SocketAddr;
 
 use axum::Json;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, Extension, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
@@ -21,7 +21,7 @@ use crate::config::ms;
 use crate::error::{ApiError, ErrorBody};
 use crate::routes::read_body;
 use crate::routes::request_id::RequestId;
-use crate::routes::sse::EventStream;
+use crate::routes::sse::{self, NamedEvents};
 use crate::state::AppState;
 use crate::upstream::wire::Usage;
 
@@ -104,29 +104,26 @@ pub async fn answer(
     let body = read_body(body, state.config.server.max_body_bytes)?;
     let request = AnswerRequest::parse(&body, &state.config.limits)?;
     let stream = request.stream;
-    let caller = Caller {
-        key: client_key.map(|Extension(key)| key),
-        address: peer.map(|Extension(ConnectInfo(addr))| addr.ip()),
-    };
-    let events = state.answers.start(request_id, request, caller, received)?;
+    let events = state
+        .answers
+        .start(request_id, request, caller(client_key, peer), received)?;
     if stream {
-        Ok(sse(events, &state))
+        let keep_alive = ms(state.config.server.keepalive_ms);
+        Ok(sse::response(NamedEvents, events, keep_alive))
     } else {
         collect(events).await
     }
 }
 
-fn sse(rx: mpsc::Receiver<AnswerEvent>, state: &AppState) -> Response {
-    let body = EventStream::new(rx, ms(state.config.server.keepalive_ms));
-    let mut response = Response::new(Body::new(body));
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    response
+/// Who asks: the request's client key, else its peer address.
+pub fn caller(
+    client_key: Option<Extension<ClientKeyId>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+) -> Caller {
+    Caller {
+        key: client_key.map(|Extension(key)| key),
+        address: peer.map(|Extension(ConnectInfo(addr))| addr.ip()),
+    }
 }
 
 /// `stream: false`: wait for the end and answer with one JSON, or the error's own status.
@@ -136,7 +133,10 @@ async fn collect(mut rx: mpsc::Receiver<AnswerEvent>) -> Result<Response, ApiErr
     while let Some(event) = rx.recv().await {
         match event {
             AnswerEvent::Meta(meta) => request_id = meta.request_id,
-            AnswerEvent::Queued { .. } | AnswerEvent::ToolCall(_) | AnswerEvent::ToolResult(_) => {}
+            AnswerEvent::Queued { .. }
+            | AnswerEvent::ToolCall(_)
+            | AnswerEvent::ToolResult(_)
+            | AnswerEvent::ClientToolCalls(_) => {}
             AnswerEvent::Delta(text) => reply.push_str(&text),
             AnswerEvent::Done(done) => {
                 let body = AnswerReply {

@@ -66,7 +66,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthRe
     let report = HealthReport {
         status: if draining { "shutting_down" } else { "ok" },
         version: env!("CARGO_PKG_VERSION"),
-        model: state.answers.model_label().to_owned(),
+        model: state.answers.models().default_route().name.to_string(),
         upstream: UpstreamHealth {
             permits_total: permits.capacity(),
             permits_in_use: permits.in_use(),

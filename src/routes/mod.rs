@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod ocr;
 pub mod ocr_jobs;
 pub mod ocr_results;
+pub mod openai;
 pub mod openapi;
 pub mod origin;
 pub mod request_id;
@@ -42,6 +43,12 @@ pub fn router(state: AppState) -> Router {
             get(ocr_results::get).patch(ocr_results::correct),
         )
         .route("/answer", post(answer::answer))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/chat/completions", post(openai::chat_completions))
+        .route("/v1/models", get(openai::list_models))
+        .route("/models", get(openai::list_models))
+        .route("/v1/models/{*id}", get(openai::get_model))
+        .route("/models/{*id}", get(openai::get_model))
         .route("/health", get(health::health))
         .route("/actuator/health", get(health::actuator_health))
         .route("/openapi.json", get(openapi::openapi))
@@ -66,6 +73,8 @@ pub fn router(state: AppState) -> Router {
         None => routes,
     };
     routes
+        // Outside every layer that can refuse a request, so all their errors are rewritten.
+        .layer(axum::middleware::from_fn(openai::errors::openai_errors))
         .layer(axum::middleware::from_fn(request_id::assign))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

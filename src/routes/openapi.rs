@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{answer, health, metrics, ocr, ocr_jobs, ocr_results};
+use crate::routes::{answer, health, metrics, ocr, ocr_jobs, ocr_results, openai};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,6 +15,9 @@ use crate::routes::{answer, health, metrics, ocr, ocr_jobs, ocr_results};
     ),
     paths(
         answer::answer,
+        openai::chat_completions,
+        openai::list_models,
+        openai::get_model,
         ocr::recognize,
         ocr::recognize_handler,
         ocr_results::get,
@@ -31,6 +34,7 @@ use crate::routes::{answer, health, metrics, ocr, ocr_jobs, ocr_results};
     modifiers(&ClientKey),
     tags(
         (name = "answer", description = "The model's answers, streamed"),
+        (name = "openai", description = "The same answers through the OpenAI-compatible API (also served without the `/v1` prefix)"),
         (name = "ocr", description = "Fund screenshots to text and fields"),
         (name = "operations", description = "Health, metrics and this description"),
     )

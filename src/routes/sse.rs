@@ -1,5 +1,6 @@
-//! The body of a streamed `/answer`: each exchange event as a named Server-Sent Event, and a
-//! keep-alive comment (`:`) after `server.keepalive_ms` without one.
+//! The body of a streamed answer: each exchange event in a protocol's wire form (an
+//! [`EventEncoder`]: `/answer`'s named events here, OpenAI's chunks in `routes::openai`), and a
+//! keep-alive comment after `server.keepalive_ms` without one.
 //!
 //! Every event already waiting in the channel goes out in the same frame, so a burst from the
 //! upstream (many chunks in one read) costs one socket write instead of one per event; events
@@ -11,6 +12,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
 use bytes::{BufMut as _, BytesMut};
 use http_body::{Body, Frame};
 use serde::Serialize;
@@ -23,12 +26,34 @@ use crate::error::ErrorDetail;
 /// Past this many bytes in one frame, the rest waits for the next frame.
 const MAX_FRAME_BYTES: usize = 64 * 1024;
 
-const KEEP_ALIVE: &[u8] = b":\n\n";
-
 /// Room made before each event: most events fit, and the buffer grows in steps of this.
 const FRAME_ROOM: usize = 256;
 
-pub struct EventStream {
+/// How one protocol writes an exchange's events.
+pub trait EventEncoder: Send + Unpin + 'static {
+    /// Sent after `server.keepalive_ms` without an event: an SSE comment, which clients skip.
+    const KEEP_ALIVE: &'static [u8];
+
+    /// Appends `event`'s bytes to `frame`; true if it is the last of the body.
+    fn encode(&mut self, frame: &mut BytesMut, event: AnswerEvent) -> bool;
+}
+
+/// `/answer`'s wire form: one named event per exchange event.
+pub struct NamedEvents;
+
+impl EventEncoder for NamedEvents {
+    const KEEP_ALIVE: &'static [u8] = b":\n\n";
+
+    fn encode(&mut self, frame: &mut BytesMut, event: AnswerEvent) -> bool {
+        // `done` and `error` are always the last event.
+        let last = matches!(event, AnswerEvent::Done(_) | AnswerEvent::Failed(_));
+        encode(frame, event);
+        last
+    }
+}
+
+pub struct EventStream<E = NamedEvents> {
+    encoder: E,
     events: mpsc::Receiver<AnswerEvent>,
     keep_alive: Duration,
     idle: Pin<Box<Sleep>>,
@@ -39,7 +64,18 @@ pub struct EventStream {
 
 impl EventStream {
     pub fn new(events: mpsc::Receiver<AnswerEvent>, keep_alive: Duration) -> Self {
+        Self::with_encoder(NamedEvents, events, keep_alive)
+    }
+}
+
+impl<E: EventEncoder> EventStream<E> {
+    pub fn with_encoder(
+        encoder: E,
+        events: mpsc::Receiver<AnswerEvent>,
+        keep_alive: Duration,
+    ) -> Self {
         Self {
+            encoder,
             events,
             keep_alive,
             idle: Box::pin(tokio::time::sleep(keep_alive)),
@@ -49,7 +85,26 @@ impl EventStream {
     }
 }
 
-impl Body for EventStream {
+/// The response of a streamed answer: its headers go out at once, its events as they come.
+pub fn response<E: EventEncoder>(
+    encoder: E,
+    events: mpsc::Receiver<AnswerEvent>,
+    keep_alive: Duration,
+) -> Response {
+    let body = EventStream::with_encoder(encoder, events, keep_alive);
+    let mut response = Response::new(axum::body::Body::new(body));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    // Proxies in front (nginx) must pass each event on at once.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+impl<E: EventEncoder> Body for EventStream<E> {
     type Data = Bytes;
     type Error = Infallible;
 
@@ -65,12 +120,10 @@ impl Body for EventStream {
         while frame.len() < MAX_FRAME_BYTES {
             match this.events.poll_recv(cx) {
                 Poll::Ready(Some(event)) => {
-                    // `done` and `error` are always the last event: the body ends with them, so
-                    // the end of the response goes out in the same write.
-                    let last = matches!(event, AnswerEvent::Done(_) | AnswerEvent::Failed(_));
                     frame.reserve(FRAME_ROOM);
-                    encode(frame, event);
-                    if last {
+                    // The body ends with its last event, so the end of the response goes out
+                    // in the same write.
+                    if this.encoder.encode(frame, event) {
                         this.ended = true;
                         break;
                     }
@@ -94,7 +147,7 @@ impl Body for EventStream {
         if this.idle.as_mut().poll(cx).is_ready() {
             let next = Instant::now() + this.keep_alive;
             this.idle.as_mut().reset(next);
-            return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(KEEP_ALIVE)))));
+            return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(E::KEEP_ALIVE)))));
         }
         Poll::Pending
     }
@@ -116,6 +169,12 @@ fn encode(frame: &mut BytesMut, event: AnswerEvent) {
         AnswerEvent::Delta(content) => put_delta(frame, &content),
         AnswerEvent::ToolCall(call) => put_event(frame, "tool_call", &*call),
         AnswerEvent::ToolResult(result) => put_event(frame, "tool_result", &*result),
+        // `/answer` offers no client tools, but a call to one is a `tool_call` like any other.
+        AnswerEvent::ClientToolCalls(calls) => {
+            for call in calls.iter() {
+                put_event(frame, "tool_call", call);
+            }
+        }
         AnswerEvent::Done(done) => put_event(frame, "done", &*done),
         AnswerEvent::Failed(err) => put_event(
             frame,
@@ -144,7 +203,7 @@ fn put_delta(frame: &mut BytesMut, content: &str) {
 }
 
 /// Whether JSON would write `text` as it is: no quote, backslash or control character.
-fn is_plain(text: &str) -> bool {
+pub fn is_plain(text: &str) -> bool {
     text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\')
 }
 
@@ -158,7 +217,7 @@ fn put_event(frame: &mut BytesMut, name: &str, data: &impl Serialize) {
 }
 
 /// Appends `data` as compact JSON (`null`, logged, if it does not serialise).
-fn put_json(frame: &mut BytesMut, event: &str, data: &(impl Serialize + ?Sized)) {
+pub fn put_json(frame: &mut BytesMut, event: &str, data: &(impl Serialize + ?Sized)) {
     // Writing to memory cannot fail, and every payload is plain data (strings, numbers, JSON).
     if let Err(err) = serde_json::to_writer(frame.writer(), data) {
         tracing::error!(error = %err, event, "an SSE payload did not serialise");

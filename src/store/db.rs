@@ -177,6 +177,7 @@ mod tests {
     fn chat_row(request_id: String) -> ChatLogRecord {
         ChatLogRecord {
             request_id,
+            api: "answer".into(),
             session_id: None,
             user_id: None,
             client_key_id: None,

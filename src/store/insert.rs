@@ -16,8 +16,8 @@ const STATEMENT_ROWS: usize = 64;
 
 const CHAT_COLUMNS: &str = "request_id, session_id, user_id, client_key_id, model, \
     request_messages, answer, tool_calls, status, error_code, error_message, finish_reason, \
-    prompt_tokens, completion_tokens, queue_ms, ttft_ms, total_ms, created_at";
-const CHAT_COLUMN_COUNT: usize = 18;
+    prompt_tokens, completion_tokens, queue_ms, ttft_ms, total_ms, created_at, api";
+const CHAT_COLUMN_COUNT: usize = 19;
 
 const OCR_COLUMNS: &str = "ocr_id, request_id, image_url, url_type, status, error_code, \
     ocr_fund_code, ocr_hold_share, funds, ocr_text, fetch_ms, ocr_ms, elapsed_ms, created_at, updated_at";
@@ -186,7 +186,8 @@ where
     arguments.add(int(r.queue_ms))?;
     arguments.add(r.ttft_ms.map(int))?;
     arguments.add(int(r.total_ms))?;
-    arguments.add(r.created_at)
+    arguments.add(r.created_at)?;
+    arguments.add(r.api.as_str())
 }
 
 pub(super) fn bind_ocr<DB>(

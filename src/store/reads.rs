@@ -10,6 +10,7 @@ use super::db::{Database, StoreError};
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredChatLog {
     pub request_id: String,
+    pub api: String,
     pub client_key_id: Option<String>,
     pub session_id: Option<String>,
     pub user_id: Option<String>,
@@ -60,7 +61,7 @@ impl Database {
     }
 
     pub async fn chat_log(&self, request_id: &str) -> Result<Option<StoredChatLog>, StoreError> {
-        const SQL: &str = "SELECT request_id, client_key_id, session_id, user_id, model, request_messages, \
+        const SQL: &str = "SELECT request_id, api, client_key_id, session_id, user_id, model, request_messages, \
             answer, tool_calls, status, error_code, finish_reason FROM chat_logs WHERE request_id = ?";
         Ok(match self {
             Self::MySql(pool) => sqlx::query(SQL)
@@ -80,7 +81,7 @@ impl Database {
 
     /// Every `chat_logs` row, oldest first.
     pub async fn chat_logs(&self) -> Result<Vec<StoredChatLog>, StoreError> {
-        const SQL: &str = "SELECT request_id, client_key_id, session_id, user_id, model, request_messages, \
+        const SQL: &str = "SELECT request_id, api, client_key_id, session_id, user_id, model, request_messages, \
             answer, tool_calls, status, error_code, finish_reason FROM chat_logs ORDER BY id";
         let rows = match self {
             Self::MySql(pool) => sqlx::query(SQL)
@@ -164,6 +165,7 @@ where
 {
     Ok(StoredChatLog {
         request_id: row.try_get("request_id")?,
+        api: row.try_get("api")?,
         client_key_id: row.try_get("client_key_id")?,
         session_id: row.try_get("session_id")?,
         user_id: row.try_get("user_id")?,

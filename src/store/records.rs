@@ -13,10 +13,13 @@ pub enum LogRecord {
     OcrResults(OcrResultRecord),
 }
 
-/// One `/answer` exchange. `request_id` is unique, so writing it twice keeps one row.
+/// One exchange. `request_id` is unique, so writing it twice keeps one row.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatLogRecord {
     pub request_id: String,
+    /// The front door: `answer` or `openai`. Records spilled before it existed were `answer`.
+    #[serde(default = "answer_api")]
+    pub api: String,
     pub session_id: Option<String>,
     pub user_id: Option<String>,
     /// The id of the client's API key (never the key).
@@ -39,6 +42,10 @@ pub struct ChatLogRecord {
     pub total_ms: u64,
     /// When the request arrived.
     pub created_at: DateTime<Utc>,
+}
+
+fn answer_api() -> String {
+    "answer".to_owned()
 }
 
 /// One OCR recognition. `ocr_id` is unique.

@@ -14,7 +14,9 @@ use serde_json::value::RawValue;
 use tokio::time::{Instant, sleep, timeout_at};
 
 use crate::config::{UpstreamConfig, ms};
-use wire::{ChatCompletionChunk, ChatCompletionRequest, StreamOptions, UpstreamMessage};
+use wire::{
+    CallOptions, ChatCompletionChunk, ChatCompletionRequest, StreamOptions, UpstreamMessage,
+};
 
 /// Why the upstream call failed; `code()` is the stable machine code clients see.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -90,7 +92,6 @@ pub struct UpstreamClient {
     http: reqwest::Client,
     /// Parsed once: every request clones it rather than parsing the text again.
     endpoint: reqwest::Url,
-    model: String,
     api_key: Option<SecretString>,
     first_chunk_timeout: Duration,
     chunk_gap_timeout: Duration,
@@ -103,7 +104,6 @@ impl std::fmt::Debug for UpstreamClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UpstreamClient")
             .field("endpoint", &self.endpoint.as_str())
-            .field("model", &self.model)
             .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
             .finish_non_exhaustive()
     }
@@ -140,7 +140,6 @@ impl UpstreamClient {
         Ok(Self {
             http,
             endpoint,
-            model: config.model.clone(),
             api_key,
             first_chunk_timeout: ms(config.first_chunk_timeout_ms),
             chunk_gap_timeout: ms(config.chunk_gap_timeout_ms),
@@ -150,25 +149,25 @@ impl UpstreamClient {
         })
     }
 
-    pub fn model(&self) -> &str {
-        &self.model
-    }
-
     /// Opens a streaming completion. Connect errors, 429 and 5xx are retried with doubling
     /// backoff; nothing has reached the client yet, so a retry is invisible to it.
     pub async fn open(
         &self,
         messages: &[UpstreamMessage],
         tools: Option<&RawValue>,
+        call: CallOptions<'_>,
     ) -> Result<ChunkStream, UpstreamError> {
         let body = ChatCompletionRequest {
-            model: &self.model,
+            model: call.model,
             messages,
             stream: true,
             stream_options: StreamOptions {
                 include_usage: true,
             },
             tools,
+            tool_choice: call.tool_choice.filter(|_| tools.is_some()),
+            parallel_tool_calls: call.parallel_tool_calls.filter(|_| tools.is_some()),
+            options: call.options,
         };
         let mut backoff = self.retry_backoff;
         let mut attempt = 0;

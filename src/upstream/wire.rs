@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize, Serializer};
-use serde_json::Value;
 use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 
 /// Body of `POST {base_url}/chat/completions`.
 #[derive(Debug, Clone, Serialize)]
@@ -16,6 +16,26 @@ pub struct ChatCompletionRequest<'a> {
     pub stream_options: StreamOptions,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tools: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
+    /// The client's sampling and output options (`temperature`, `max_tokens`, ...). Only names
+    /// the request parser let through are here, so none collides with the fields above.
+    #[serde(flatten)]
+    pub options: &'a Map<String, Value>,
+}
+
+/// What one request asks of the upstream besides its messages and tools.
+#[derive(Debug, Clone, Copy)]
+pub struct CallOptions<'a> {
+    /// The model name sent upstream.
+    pub model: &'a str,
+    /// Sent only with tools.
+    pub tool_choice: Option<&'a Value>,
+    /// Sent only with tools.
+    pub parallel_tool_calls: Option<bool>,
+    pub options: &'a Map<String, Value>,
 }
 
 /// One message of the conversation sent upstream.

@@ -7,8 +7,11 @@ use serde_json::Value;
 
 use crate::helpers::spawn_app_with;
 
-const ROUTES: [(&str, &str); 11] = [
+const ROUTES: [(&str, &str); 14] = [
     ("post", "/answer"),
+    ("post", "/v1/chat/completions"),
+    ("get", "/v1/models"),
+    ("get", "/v1/models/{id}"),
     ("post", "/ocr"),
     ("post", "/ocr_handler"),
     ("get", "/ocr/{id}"),
@@ -68,8 +71,21 @@ async fn the_spec_documents_every_route_its_bodies_and_errors() {
     let content = &answer["responses"]["200"]["content"];
     assert!(content["text/event-stream"].is_object());
     assert!(content["application/json"].is_object());
+    let completions = &spec["paths"]["/v1/chat/completions"]["post"];
+    for status in [
+        "200", "400", "401", "404", "413", "429", "502", "503", "504",
+    ] {
+        assert!(
+            completions["responses"][status].is_object(),
+            "/v1/chat/completions {status}"
+        );
+    }
     let schemas = spec["components"]["schemas"].as_object().expect("schemas");
     for name in [
+        "ChatCompletionBody",
+        "ChatCompletion",
+        "OpenAiErrorBody",
+        "ModelList",
         "AnswerBody",
         "AnswerReply",
         "AnswerStreamEvent",

@@ -1,4 +1,4 @@
-//! One `/answer` exchange, run in its own task: wait for a permit, stream the upstream's answer
+//! One exchange (of `/answer` or `/v1/chat/completions`), run in its own task: wait for a permit, stream the upstream's answer
 //! into this request's own channel, and report how it ended. Nothing here is shared between
 //! requests but the permit queue and the HTTP client, so no byte can reach another user.
 //!
@@ -7,12 +7,13 @@
 //! If the model asked for tools, they run with no permit held, so other users get the upstream
 //! meanwhile. Their results join the conversation and the next round queues again, up to
 //! `tools.max_rounds` rounds with tools; then the model is asked once more without them.
+//! A call to one of the client's own tools ends the exchange instead: it goes back to the client.
 
-use std::pin::pin;
+mod round;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -21,22 +22,21 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::AnswerMetrics;
 use crate::permit_pool::PermitPool;
 use crate::permit_queue::{Entry, QueueError, UpstreamPermit};
-use crate::upstream::wire::{UpstreamMessage, Usage};
-use crate::upstream::{ChunkStream, UpstreamClient};
+use crate::upstream::UpstreamClient;
+use crate::upstream::wire::{CallOptions, UpstreamMessage, Usage};
 
-use super::burst::{Burst, ready_within_a_turn};
+use super::burst::Burst;
 use super::error::ExchangeError;
 use super::events::{AnswerEvent, DoneInfo, ExchangeOutcome, ExchangeStatus, Meta, Timings};
-use super::outbox::{Interrupt, Outbox, watched};
+use super::models::ModelRoute;
+use super::outbox::{Interrupt, Outbox};
 use super::request::AnswerRequest;
-use super::tools::{CallAssembler, ToolBox, ToolCall};
+use super::tools::{OfferedTools, ToolBox, ToolCall};
 
 /// The shared handles an exchange uses.
 #[derive(Clone)]
 pub struct AnswerContext {
     pub upstream: Arc<UpstreamClient>,
-    /// Name shown in `meta` (`demo` for the built-in model).
-    pub model_label: Arc<str>,
     pub permits: PermitPool,
     /// Cancelled when shutdown's grace period is over: exchanges still running end with an error.
     pub stop_streams: CancellationToken,
@@ -49,6 +49,7 @@ pub struct AnswerContext {
 /// One exchange's running state.
 pub struct Exchange {
     ctx: Arc<AnswerContext>,
+    model: ModelRoute,
     outbox: Outbox,
     received: Instant,
     answer: String,
@@ -65,10 +66,16 @@ struct Round {
 }
 
 impl Exchange {
-    pub fn new(ctx: Arc<AnswerContext>, tx: mpsc::Sender<AnswerEvent>, received: Instant) -> Self {
+    pub fn new(
+        ctx: Arc<AnswerContext>,
+        model: ModelRoute,
+        tx: mpsc::Sender<AnswerEvent>,
+        received: Instant,
+    ) -> Self {
         let outbox = Outbox::new(tx, ctx.stop_streams.clone());
         Self {
             ctx,
+            model,
             outbox,
             received,
             answer: String::new(),
@@ -84,7 +91,7 @@ impl Exchange {
     pub fn announce(&self, request_id: &str) {
         self.outbox.put_first(AnswerEvent::Meta(Box::new(Meta {
             request_id: request_id.to_owned(),
-            model: self.ctx.model_label.to_string(),
+            model: self.model.name.to_string(),
         })));
     }
 
@@ -142,18 +149,33 @@ impl Exchange {
         let mut conversation = None;
         let mut entry = Some(entry);
         let mut round = 0;
+        // The exchange is borrowed mutably by each round: the upstream name is a cheap copy.
+        let upstream_model = self.model.upstream.clone();
         loop {
             let offered = tools.as_ref().filter(|t| round < t.max_rounds);
             let permit = self.permit(entry.take()).await?;
             // Built once a permit is granted, so an exchange waiting in the queue holds no copy.
             let messages =
                 conversation.get_or_insert_with(|| upstream_messages(request, tools.as_deref()));
+            let definitions = OfferedTools::new(offered.map(|t| t.definitions()), &request.tools);
+            let call = CallOptions {
+                model: &upstream_model,
+                tool_choice: tool_choice(request, round),
+                parallel_tool_calls: request.tools.parallel_calls,
+                options: &request.options,
+            };
             // Boxed: the round's state (the upstream call, its stream) exists only while it
             // runs, so an exchange waiting in the queue stays small.
             let Round { text, calls } =
-                Box::pin(self.stream_round(messages, offered.map(|t| t.definitions()), permit))
-                    .await?;
+                Box::pin(self.stream_round(messages, definitions.get(), call, permit)).await?;
             if calls.is_empty() {
+                break;
+            }
+            if calls.iter().any(|c| request.tools.owns(&c.name)) {
+                // The client runs its own tools: the calls go back to it, and its next request,
+                // with their results, continues the conversation.
+                let own = calls.into_iter().filter(|c| request.tools.owns(&c.name));
+                self.hand_back(own.collect()).await?;
                 break;
             }
             let Some(tools) = offered else {
@@ -235,108 +257,20 @@ impl Exchange {
         Ok(permit)
     }
 
-    /// One upstream request, holding `permit` exactly while it is open.
-    async fn stream_round(
-        &mut self,
-        messages: &[UpstreamMessage],
-        tools: Option<&RawValue>,
-        permit: UpstreamPermit,
-    ) -> Result<Round, Ended> {
-        let upstream = self.ctx.upstream.clone();
-        let mut chunks = self
-            .outbox
-            .guarded(upstream.open(messages, tools))
-            .await?
-            .map_err(upstream_error)?;
-        // The round's text is the end of the answer from here on.
-        let text_starts = self.answer.len();
-        let mut calls = CallAssembler::default();
-        let mut burst = Burst::default();
-        let relayed = self.relay(&mut chunks, &mut calls, &mut burst).await;
-        // `[DONE]` arrived, or the stream failed: the upstream request is over, so its permit
-        // goes back now, before the last deltas wait for room in the client's channel.
-        drop(chunks);
-        drop(permit);
-        // What the client has not been handed yet goes before the error that ends the stream.
-        if !matches!(relayed, Err(Ended::Interrupted(_))) {
-            self.flush(&mut burst).await?;
+    /// Ends the answer with the model's calls to the client's own tools. Calls to the proxy's
+    /// tools in the same answer are not run: the client's next request, carrying its results,
+    /// lets the model ask for them again.
+    async fn hand_back(&mut self, calls: Vec<ToolCall>) -> Result<(), Ended> {
+        for call in &calls {
+            self.tool_calls.push(json!({
+                "id": call.id, "name": call.name, "arguments": call.arguments, "client": true,
+            }));
         }
-        relayed?;
-        if calls.is_empty() {
-            // No tool calls: nothing goes back upstream, so the text needs no copy.
-            return Ok(Round {
-                text: String::new(),
-                calls: Vec::new(),
-            });
-        }
-        Ok(Round {
-            text: self.answer[text_starts..].to_owned(),
-            calls: calls.finish(),
-        })
-    }
-
-    /// Reads `chunks` to `[DONE]`: the text into the exchange's answer, tool-call fragments
-    /// into `calls`, deltas to the client through `burst`.
-    async fn relay(
-        &mut self,
-        chunks: &mut ChunkStream,
-        calls: &mut CallAssembler,
-        burst: &mut Burst,
-    ) -> Result<(), Ended> {
-        // The client leaving and shutdown are watched for the whole round, not anew for each
-        // chunk: a new waiter per chunk registered with (and removed from) both notifiers.
-        let outbox = self.outbox.clone();
-        let mut client_gone = pin!(outbox.client_gone());
-        let mut shutdown = pin!(outbox.shutdown());
-        loop {
-            let next = {
-                let mut next = pin!(watched(
-                    client_gone.as_mut(),
-                    shutdown.as_mut(),
-                    chunks.next_chunk()
-                ));
-                if burst.is_empty() {
-                    next.await?
-                } else {
-                    match ready_within_a_turn(next.as_mut()).await {
-                        Some(next) => next?,
-                        // The burst is over: its deltas go out while the upstream is quiet.
-                        None => {
-                            self.flush(burst).await?;
-                            next.await?
-                        }
-                    }
-                }
-            };
-            let Some(chunk) = next else {
-                return Ok(());
-            };
-            let chunk = chunk.map_err(upstream_error)?;
-            if let Some(usage) = chunk.usage {
-                let total = self.usage.get_or_insert_with(Usage::default);
-                total.prompt_tokens += usage.prompt_tokens;
-                total.completion_tokens += usage.completion_tokens;
-                total.total_tokens += usage.total_tokens;
-            }
-            for choice in chunk.choices.into_iter().filter(|c| c.index == 0) {
-                if let Some(reason) = choice.finish_reason {
-                    self.finish_reason = Some(reason);
-                }
-                for fragment in choice.delta.tool_calls.iter().flatten() {
-                    calls.add(fragment);
-                }
-                if let Some(piece) = choice.delta.content.filter(|t| !t.is_empty()) {
-                    self.answer.push_str(&piece);
-                    if self.timings.ttft_ms.is_none() {
-                        // The first text of an answer is never held back.
-                        self.timings.ttft_ms = Some(millis(self.received.elapsed()));
-                        self.outbox.emit(AnswerEvent::Delta(piece)).await?;
-                    } else if burst.push(AnswerEvent::Delta(piece), self.outbox.capacity()) {
-                        self.flush(burst).await?;
-                    }
-                }
-            }
-        }
+        self.finish_reason = Some("tool_calls".to_owned());
+        self.outbox
+            .emit(AnswerEvent::ClientToolCalls(Box::new(calls)))
+            .await?;
+        Ok(())
     }
 
     /// Hands the burst's deltas to the client, in order.
@@ -361,6 +295,13 @@ fn upstream_messages(request: &AnswerRequest, tools: Option<&ToolBox>) -> Vec<Up
         }
         _ => own.collect(),
     }
+}
+
+/// The client's `tool_choice` for a round. A choice that forces a call holds for the first
+/// round only: after the proxy's own tools ran, forcing again would loop until `max_rounds`.
+fn tool_choice(request: &AnswerRequest, round: usize) -> Option<&Value> {
+    let choice = request.tools.choice.as_ref()?;
+    (round == 0 || choice == "none" || choice == "auto").then_some(choice)
 }
 
 enum Ended {
