@@ -19,6 +19,7 @@ mod load;
 mod metrics;
 mod mysql;
 mod ocr;
+mod openai;
 mod openapi;
 #[path = "../support/process.rs"]
 mod process;
