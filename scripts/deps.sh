@@ -14,6 +14,11 @@ if [[ "${1:-run}" == "test" ]]; then
     # which checks /metrics, and Python's venv for the API fuzzer (scripts/fuzz-api.sh).
     want+=(curl mariadb-server mariadb-client fonts-wqy-zenhei tesseract-ocr prometheus
            python3 python3-venv)
+    # The npm SDK test (scripts/sdk-tests.sh) needs Node.js; Debian's is used only when the
+    # machine has none of its own.
+    if ! command -v node >/dev/null 2>&1; then
+        want+=(nodejs npm)
+    fi
 fi
 
 missing=()
