@@ -5,18 +5,20 @@
 //!
 //!   cargo bench --bench answer                 # every phase
 //!   cargo bench --bench answer -- rss cpu      # only the named phases (ttft, steady, cpu, rss,
-//!                                              # throughput)
+//!                                              # throughput, openai)
 
 use std::path::Path;
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use chat_proxy::demo::{MockKnobs, MockUpstream};
 use chat_proxy::lifecycle::Lifecycle;
 
+#[path = "support/proxy.rs"]
+mod proxy;
 mod support;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
+use proxy::Proxy;
 use serde_json::json;
 
 const CHUNKS: usize = 20;
@@ -63,6 +65,9 @@ async fn run() {
     }
     if wanted("throughput") {
         throughput_phase(&client, dir.path()).await;
+    }
+    if wanted("openai") {
+        openai_phase(&client, dir.path()).await;
     }
 }
 
@@ -192,7 +197,11 @@ async fn cpu_phase(client: &reqwest::Client, dir: &Path) {
     ] {
         let mock = mock(token_delay_ms as u64, CHUNKS).await;
         let proxy = Proxy::start_with(dir, &mock.base_url(), 100_000, extra);
-        let target = Target::Proxy(proxy.addr.clone());
+        // `CHAT_PROXY_BENCH_PATH=openai`: the same requests through `/v1/chat/completions`.
+        let target = match std::env::var("CHAT_PROXY_BENCH_PATH").as_deref() {
+            Ok("openai") => Target::OpenAi(proxy.addr.clone()),
+            _ => Target::Proxy(proxy.addr.clone()),
+        };
         run_many(client, &target, warmup, 50).await;
         // Each round's (total, user, system) µs per request.
         let mut per_request = Vec::new();
@@ -354,9 +363,85 @@ async fn throughput_phase(client: &reqwest::Client, dir: &Path) {
 enum Target {
     Direct(String),
     Proxy(String),
+    /// The proxy's `/v1/chat/completions`, streamed.
+    OpenAi(String),
 }
 
 /// Sends one request and returns the time to its first answer text.
+/// `/v1/chat/completions` beside `/answer` on one proxy process, in one run: the time to first
+/// token added over the mock at 100 streams at once, and the CPU per request. The three paths
+/// (direct, `/answer`, `/v1`) take turns round by round, so a slow spell of the machine falls on
+/// all of them.
+async fn openai_phase(client: &reqwest::Client, dir: &Path) {
+    const STREAMS: usize = 100;
+    const TTFT_ROUNDS: usize = 20;
+    let [_, cpu_rounds, cpu_requests, _] = cpu_counts();
+    println!(
+        "## /v1/chat/completions beside /answer ({CHUNKS}-chunk answers; TTFT: {STREAMS} streams \
+         at once, {TTFT_ROUNDS} rounds, chunks 5 ms apart; CPU: {cpu_rounds} rounds of \
+         {cpu_requests}, 50 at a time, unpaced, median)"
+    );
+    let paced = mock(5, CHUNKS).await;
+    let proxy = Proxy::start(dir, &paced.base_url(), 100_000);
+    let paths = [
+        ("direct to the mock", Target::Direct(paced.base_url())),
+        ("/answer", Target::Proxy(proxy.addr.clone())),
+        ("/v1/chat/completions", Target::OpenAi(proxy.addr.clone())),
+    ];
+    let mut ttft: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
+    for (_, target) in &paths {
+        ttft_samples(client, target, STREAMS, 1).await;
+    }
+    for _ in 0..TTFT_ROUNDS {
+        for (samples, (_, target)) in ttft.iter_mut().zip(&paths) {
+            samples.extend(ttft_samples(client, target, STREAMS, 1).await);
+        }
+    }
+    let (d50, d99) = (
+        percentile(&mut ttft[0], 50.0),
+        percentile(&mut ttft[0], 99.0),
+    );
+    println!("| path | TTFT p50 | TTFT p99 | added p50 | added p99 |");
+    println!("|---|---:|---:|---:|---:|");
+    for (samples, (name, _)) in ttft.iter_mut().zip(&paths) {
+        let (p50, p99) = (percentile(samples, 50.0), percentile(samples, 99.0));
+        println!(
+            "| {name} | {p50:.3} ms | {p99:.3} ms | {:.3} ms | {:.3} ms |",
+            p50 - d50,
+            p99 - d99
+        );
+    }
+    drop(proxy);
+
+    let unpaced = mock(0, CHUNKS).await;
+    let proxy = Proxy::start(dir, &unpaced.base_url(), 100_000);
+    let proxied = [
+        Target::Proxy(proxy.addr.clone()),
+        Target::OpenAi(proxy.addr.clone()),
+    ];
+    for target in &proxied {
+        run_many(client, target, cpu_requests / 5, 50).await;
+    }
+    let mut cpu: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for _ in 0..cpu_rounds {
+        for (samples, target) in cpu.iter_mut().zip(&proxied) {
+            let (user, system) = proxy.cpu_seconds();
+            run_many(client, target, cpu_requests, 50).await;
+            let (user_after, system_after) = proxy.cpu_seconds();
+            let seconds = user_after - user + system_after - system;
+            samples.push(seconds / cpu_requests as f64 * 1e6);
+        }
+    }
+    let answer = percentile(&mut cpu[0], 50.0);
+    let openai = percentile(&mut cpu[1], 50.0);
+    println!(
+        "CPU per request: /answer {answer:.1} µs, /v1/chat/completions {openai:.1} µs, \
+         ratio {:.3}",
+        openai / answer
+    );
+    println!();
+}
+
 async fn run_one(client: &reqwest::Client, target: &Target) -> Duration {
     let started = Instant::now();
     let response = match target {
@@ -372,6 +457,13 @@ async fn run_one(client: &reqwest::Client, target: &Target) -> Duration {
             .post(format!("http://{addr}/answer"))
             .json(&json!({"user_input": "bench"}))
             .send(),
+        Target::OpenAi(addr) => client
+            .post(format!("http://{addr}/v1/chat/completions"))
+            .json(&json!({
+                "model": "bench", "stream": true,
+                "messages": [{"role": "user", "content": "bench"}],
+            }))
+            .send(),
     }
     .await
     .expect("request sent");
@@ -381,7 +473,7 @@ async fn run_one(client: &reqwest::Client, target: &Target) -> Duration {
     while let Some(event) = events.next().await {
         let event = event.expect("well-formed SSE");
         let is_text = match target {
-            Target::Direct(_) => event.data.contains("\"content\""),
+            Target::Direct(_) | Target::OpenAi(_) => event.data.contains("\"content\""),
             Target::Proxy(_) => event.event == "delta",
         };
         if is_text && first.is_none() {
@@ -444,86 +536,4 @@ fn percentile(samples: &mut [f64], p: f64) -> f64 {
 /// The index of the `p`th percentile in `len` sorted samples.
 fn rank(p: f64, len: usize) -> usize {
     (p / 100.0 * (len - 1) as f64).round() as usize
-}
-
-/// The release binary, running with a config for the benchmark.
-struct Proxy {
-    child: Child,
-    addr: String,
-}
-
-impl Proxy {
-    fn start(dir: &Path, base_url: &str, permits: usize) -> Self {
-        Self::start_with(dir, base_url, permits, "")
-    }
-
-    /// `extra` is appended to the `[upstream]` section.
-    fn start_with(dir: &Path, base_url: &str, permits: usize, extra: &str) -> Self {
-        let tag = uuid::Uuid::new_v4().simple().to_string();
-        let config = dir.join(format!("bench-{tag}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                "[server]\nbind = \"127.0.0.1:0\"\n\
-                 [upstream]\nbase_url = \"{base_url}\"\nmodel = \"bench\"\n{extra}\n\
-                 [limits]\nmax_concurrent_upstream = {permits}\nmax_queue = 100000\n\
-                 [database]\nurl = \"sqlite://{}/bench-{tag}.db?mode=rwc\"\n\
-                 [writer]\nspill_path = \"{}/spill-{tag}.jsonl\"\n\
-                 [ocr]\npreload = false\n",
-                dir.display(),
-                dir.display()
-            ),
-        )
-        .expect("write config");
-        let (child, addr) = support::start_proxy(&config);
-        Self { child, addr }
-    }
-
-    fn proc_file(&self, name: &str) -> String {
-        std::fs::read_to_string(format!("/proc/{}/{name}", self.child.id())).expect("proc file")
-    }
-
-    /// User and system CPU seconds of the proxy process so far.
-    fn cpu_seconds(&self) -> (f64, f64) {
-        let stat = self.proc_file("stat");
-        let after_name = &stat[stat.rfind(')').expect("comm") + 2..];
-        let fields: Vec<&str> = after_name.split_whitespace().collect();
-        // Fields 14 and 15 of stat (utime, stime), counted from `state` as field 3.
-        let seconds = |field: &str| field.parse::<u64>().expect("CPU ticks") as f64 / 100.0;
-        (seconds(fields[11]), seconds(fields[12]))
-    }
-
-    fn status_kib(&self, key: &str) -> u64 {
-        self.proc_file("status")
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .expect("status field")
-    }
-
-    fn rss_kib(&self) -> u64 {
-        self.status_kib("VmRSS:")
-    }
-
-    fn peak_rss_kib(&self) -> u64 {
-        self.status_kib("VmHWM:")
-    }
-}
-
-impl Drop for Proxy {
-    /// SIGTERM (so a profiler wrapping it writes its output), then SIGKILL after 20 s.
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        for _ in 0..200 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

@@ -21,7 +21,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::routing::{get, post};
-use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
 use crate::config::{CorsConfig, ms};
 use crate::error::ApiError;
@@ -74,7 +74,7 @@ pub fn router(state: AppState) -> Router {
     };
     routes
         // Outside every layer that can refuse a request, so all their errors are rewritten.
-        .layer(axum::middleware::from_fn(openai::errors::openai_errors))
+        .layer(openai::errors::OpenAiErrorsLayer)
         .layer(axum::middleware::from_fn(request_id::assign))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -102,11 +102,9 @@ fn cors(config: &CorsConfig) -> Option<CorsLayer> {
     let layer = CorsLayer::new()
         .allow_origin(origins)
         .allow_methods([Method::GET, Method::POST, Method::PATCH])
-        .allow_headers([
-            header::AUTHORIZATION,
-            header::CONTENT_TYPE,
-            HeaderName::from_static("x-request-id"),
-        ])
+        // The headers the page asks for: the `openai` JS SDK in a browser sends its own
+        // (`x-stainless-*`) beside `Authorization`; the origin list is what guards the API.
+        .allow_headers(AllowHeaders::mirror_request())
         .expose_headers([HeaderName::from_static("x-request-id"), header::RETRY_AFTER])
         .max_age(Duration::from_secs(config.max_age_s));
     Some(layer)

@@ -168,7 +168,7 @@ async fn cors_preflight_allows_configured_origins_only_and_needs_no_key() {
             .header("Access-Control-Request-Method", "POST")
             .header(
                 "Access-Control-Request-Headers",
-                "authorization, content-type",
+                "authorization, content-type, x-stainless-os",
             )
             .send()
     };
@@ -186,10 +186,9 @@ async fn cors_preflight_allows_configured_origins_only_and_needs_no_key() {
     let allowed_headers = headers["access-control-allow-headers"]
         .to_str()
         .expect("ASCII");
-    assert!(
-        allowed_headers.contains("authorization"),
-        "{allowed_headers}"
-    );
+    for header in ["authorization", "x-stainless-os"] {
+        assert!(allowed_headers.contains(header), "{allowed_headers}");
+    }
     assert_eq!(headers["access-control-max-age"], "600");
 
     let other = preflight("https://evil.example.net").await.expect("sent");

@@ -1,14 +1,19 @@
 //! Errors in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}` with the status
 //! the proxy chose. Every error of an OpenAI route is rewritten so, the ones from the layers in
 //! front of the handler too (a missing key, a foreign origin, a body too large or too slow):
-//! [`ApiError`] leaves a copy of itself on its response, and [`openai_errors`] renders it again.
+//! [`ApiError`] leaves a copy of itself on its response, and [`OpenAiErrorsLayer`] renders it
+//! again.
+
+use std::task::{Context, Poll};
 
 use axum::Json;
 use axum::extract::Request;
 use axum::http::StatusCode;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures::FutureExt as _;
+use futures::future::{Either, Map};
 use serde::Serialize;
+use tower::{Layer, Service};
 
 use crate::error::ApiError;
 
@@ -60,20 +65,58 @@ pub fn is_openai_path(path: &str) -> bool {
         || path.starts_with("/models/")
 }
 
-/// Rewrites an OpenAI route's error into OpenAI's shape, keeping its status and headers
-/// (`Retry-After`, `WWW-Authenticate`, `Connection: close`, `x-request-id`).
-pub async fn openai_errors(request: Request, next: Next) -> Response {
-    let openai = is_openai_path(request.uri().path());
-    let response = next.run(request).await;
-    if !openai {
-        return response;
+/// Rewrites the errors of the OpenAI routes into OpenAI's shape, keeping their status and
+/// headers (`Retry-After`, `WWW-Authenticate`, `Connection: close`, `x-request-id`). A plain
+/// `tower` layer, outside every layer that can refuse a request: other routes pay one path check.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenAiErrorsLayer;
+
+impl<S> Layer<S> for OpenAiErrorsLayer {
+    type Service = OpenAiErrors<S>;
+
+    fn layer(&self, inner: S) -> OpenAiErrors<S> {
+        OpenAiErrors { inner }
     }
+}
+
+#[derive(Debug, Clone)]
+pub struct OpenAiErrors<S> {
+    inner: S,
+}
+
+type Rewrite<E> = fn(Result<Response, E>) -> Result<Response, E>;
+
+impl<S> Service<Request> for OpenAiErrors<S>
+where
+    S: Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Either<S::Future, Map<S::Future, Rewrite<S::Error>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        if is_openai_path(request.uri().path()) {
+            let rewrite: Rewrite<S::Error> = |result| result.map(in_openai_shape);
+            Either::Right(self.inner.call(request).map(rewrite))
+        } else {
+            Either::Left(self.inner.call(request))
+        }
+    }
+}
+
+/// `response` with an OpenAI error body, if it is an error the proxy made.
+fn in_openai_shape(response: Response) -> Response {
     let Some(err) = response.extensions().get::<ApiError>().cloned() else {
         return response;
     };
-    let (mut parts, _) = response.into_response().into_parts();
-    let body = Json(OpenAiErrorBody::from(&err)).into_response();
-    let (body_parts, body) = body.into_parts();
+    let (mut parts, _) = response.into_parts();
+    let (body_parts, body) = Json(OpenAiErrorBody::from(&err))
+        .into_response()
+        .into_parts();
     parts.headers.extend(body_parts.headers);
     Response::from_parts(parts, body)
 }

@@ -4,12 +4,13 @@
 //! the body is read in OpenAI's terms ([`request`]), handed to the
 //! [`AnswerService`](crate::answer::AnswerService), and its events are written as OpenAI's
 //! chunks ([`chunks`]) or one `chat.completion` ([`completion`]); errors in OpenAI's shape
-//! ([`errors`]).
+//! ([`errors`]). The tool fields are read in `tools`.
 
 pub mod chunks;
 pub mod completion;
 pub mod errors;
 pub mod request;
+mod tools;
 
 use std::net::SocketAddr;
 

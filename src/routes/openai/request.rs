@@ -5,12 +5,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::answer::request::{MessageBody, check_id, check_length, check_messages};
-use crate::answer::tools::OCR_TOOL_NAME;
-use crate::answer::{AnswerRequest, Api, ClientTools, RequestError};
+use crate::answer::{AnswerRequest, Api, RequestError};
 use crate::config::LimitsConfig;
-
-/// The most tools a client may define (OpenAI's own limit).
-const MAX_TOOLS: usize = 128;
 
 /// What the stream's writer needs beyond the exchange.
 #[derive(Debug, Clone, Copy, Default)]
@@ -130,7 +126,7 @@ pub fn parse(
         Some(Value::String(user)) => check_id("user", Some(user))?,
         Some(_) => return Err(param("user", "must be a string")),
     };
-    let tools = client_tools(&mut fields)?;
+    let tools = super::tools::client_tools(&mut fields)?;
     let mut passed = Map::new();
     for name in PASSED_THROUGH {
         if let Some(value) = fields.remove(name) {
@@ -218,95 +214,6 @@ fn stream_options(value: Option<Value>, stream: bool) -> Result<StreamOptions, R
     Ok(StreamOptions { include_usage })
 }
 
-/// `tools`, `tool_choice` and `parallel_tool_calls`.
-fn client_tools(fields: &mut Map<String, Value>) -> Result<ClientTools, RequestError> {
-    let mut tools = ClientTools::default();
-    if let Some(value) = fields.remove("tools") {
-        let Value::Array(definitions) = value else {
-            return Err(param("tools", "must be an array"));
-        };
-        if definitions.len() > MAX_TOOLS {
-            return Err(param(
-                "tools",
-                &format!("at most {MAX_TOOLS} tools are allowed"),
-            ));
-        }
-        for (i, definition) in definitions.iter().enumerate() {
-            let name = tool_name(definition, i)?;
-            if name == OCR_TOOL_NAME {
-                return Err(param(
-                    &format!("tools[{i}].function.name"),
-                    "`ocr_image` is the proxy's own tool and runs on the server; give yours another name",
-                ));
-            }
-            if tools.owns(name) {
-                return Err(param(
-                    &format!("tools[{i}].function.name"),
-                    &format!("`{name}` is defined twice"),
-                ));
-            }
-            tools.names.push(name.to_owned());
-        }
-        tools.definitions = definitions;
-    }
-    if let Some(choice) = fields.remove("tool_choice") {
-        let known = |name: &str| name == OCR_TOOL_NAME || tools.owns(name);
-        let valid = match &choice {
-            Value::String(mode) => matches!(mode.as_str(), "none" | "auto" | "required"),
-            Value::Object(_) => {
-                choice["type"] == "function"
-                    && choice
-                        .pointer("/function/name")
-                        .and_then(Value::as_str)
-                        .is_some_and(known)
-            }
-            _ => false,
-        };
-        if !valid {
-            return Err(param(
-                "tool_choice",
-                "must be `none`, `auto`, `required` or {\"type\": \"function\", \"function\": {\"name\"}} naming a tool",
-            ));
-        }
-        tools.choice = Some(choice);
-    }
-    match fields.remove("parallel_tool_calls") {
-        None => {}
-        Some(Value::Bool(parallel)) => tools.parallel_calls = Some(parallel),
-        Some(_) => return Err(param("parallel_tool_calls", "must be a boolean")),
-    }
-    Ok(tools)
-}
-
-/// The name of `tools[i]`, a `{"type": "function", "function": {"name", ...}}`.
-fn tool_name(definition: &Value, i: usize) -> Result<&str, RequestError> {
-    if definition["type"] != "function" {
-        return Err(param(
-            &format!("tools[{i}].type"),
-            "only `function` tools are supported",
-        ));
-    }
-    let function = &definition["function"];
-    let name = function["name"].as_str().unwrap_or_default();
-    let valid = (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
-    if !valid {
-        return Err(param(
-            &format!("tools[{i}].function.name"),
-            "must be 1 to 64 letters, digits, `_` or `-`",
-        ));
-    }
-    if !matches!(function.get("parameters"), None | Some(Value::Object(_))) {
-        return Err(param(
-            &format!("tools[{i}].function.parameters"),
-            "must be a JSON Schema object",
-        ));
-    }
-    Ok(name)
-}
-
 /// The type and range of a passed-through option.
 fn check_option(name: &str, value: &Value) -> Result<(), RequestError> {
     let number_in = |low: f64, high: f64| {
@@ -365,7 +272,7 @@ fn neutral(
     }
 }
 
-fn param(name: &str, message: &str) -> RequestError {
+pub(super) fn param(name: &str, message: &str) -> RequestError {
     RequestError::InvalidParam {
         param: name.to_owned(),
         message: message.to_owned(),
@@ -489,28 +396,5 @@ mod tests {
         body["messages"][0]["role"] = json!("bot");
         let err = parse_value(body).expect_err("bad role");
         assert!(err.to_string().contains("messages[0].role"), "{err}");
-    }
-
-    #[test]
-    fn client_tools_are_checked_and_ocr_image_is_reserved() {
-        let tool = |name: &str| json!({"type": "function", "function": {"name": name, "parameters": {"type": "object"}}});
-        let (request, _) = parse_value(with("tools", json!([tool("get_weather"), tool("lookup")])))
-            .expect("valid");
-        assert_eq!(request.tools.names, ["get_weather", "lookup"]);
-        assert!(request.tools.owns("lookup"));
-        let (code, param) = refused(with("tools", json!([tool("ocr_image")])));
-        assert_eq!(
-            (code.as_str(), param.as_deref()),
-            ("invalid_request", Some("tools[0].function.name"))
-        );
-        let (_, param) = refused(with("tools", json!([tool("a"), tool("a")])));
-        assert_eq!(param.as_deref(), Some("tools[1].function.name"));
-        let (_, param) = refused(with("tools", json!([{"type": "code_interpreter"}])));
-        assert_eq!(param.as_deref(), Some("tools[0].type"));
-        let mut body = with("tools", json!([tool("lookup")]));
-        body["tool_choice"] = json!({"type": "function", "function": {"name": "lookup"}});
-        assert!(parse_value(body.clone()).is_ok());
-        body["tool_choice"]["function"]["name"] = json!("other");
-        assert_eq!(refused(body).1.as_deref(), Some("tool_choice"));
     }
 }
