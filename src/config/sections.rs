@@ -160,10 +160,10 @@ pub struct LimitsConfig {
     pub max_messages: usize,
     /// Most characters of message text in one `/answer` request.
     pub max_input_chars: usize,
-    /// `/answer` requests one client (key, or address when no keys are set) may have open at
+    /// Answers (`/answer` and `/v1/chat/completions`) one client (key, or address when no keys are set) may have open at
     /// once; 0 for no limit.
     pub per_key_max_concurrent: usize,
-    /// `/answer` requests one client may start per minute, on average; 0 for no limit.
+    /// Answers one client may start per minute, on average; 0 for no limit.
     pub per_key_requests_per_minute: u32,
     /// Requests one client may start in a burst before the per-minute rate applies.
     pub per_key_burst: u32,
@@ -325,7 +325,7 @@ impl OcrConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ToolsConfig {
-    /// Offer the model the `ocr_image` tool on `/answer`.
+    /// Offer the model the `ocr_image` tool (on `/answer` and `/v1/chat/completions`).
     pub enabled: bool,
     /// Most tool rounds in one answer; after that the model is asked once more without tools.
     pub max_rounds: usize,
