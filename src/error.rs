@@ -77,6 +77,15 @@ impl ApiError {
         }
     }
 
+    /// An answer whose events stopped before `done` or `error` (its task ended early).
+    pub fn answer_cut_short() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the answer ended without a result",
+        )
+    }
+
     pub fn shutting_down() -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -152,9 +152,5 @@ async fn collect(mut rx: mpsc::Receiver<AnswerEvent>) -> Result<Response, ApiErr
             AnswerEvent::Failed(err) => return Err(ApiError::from(&*err)),
         }
     }
-    Err(ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "the answer ended without a result",
-    ))
+    Err(ApiError::answer_cut_short())
 }

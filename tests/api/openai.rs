@@ -65,6 +65,10 @@ async fn post(app: &TestApp, body: &Value) -> reqwest::Response {
         .expect("sent")
 }
 
+async fn get(app: &TestApp, path: &str) -> reqwest::Response {
+    app.client.get(app.url(path)).send().await.expect("sent")
+}
+
 async fn read_stream(app: &TestApp, body: &Value) -> (reqwest::header::HeaderMap, Stream) {
     let response = post(app, body).await;
     assert_eq!(response.status(), 200);
@@ -107,15 +111,7 @@ async fn models_are_listed_and_found_by_the_names_clients_use() {
     })
     .await;
     app.mock.set_knobs(|k| k.record_requests = true);
-    let list: Value = app
-        .client
-        .get(app.url("/v1/models"))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("JSON");
+    let list: Value = get(&app, "/v1/models").await.json().await.expect("JSON");
     assert_eq!(list["object"], "list");
     let ids: Vec<&str> = list["data"]
         .as_array()
@@ -127,23 +123,10 @@ async fn models_are_listed_and_found_by_the_names_clients_use() {
     assert_eq!(list["data"][1]["object"], "model");
     assert_eq!(list["data"][1]["owned_by"], "chat-proxy");
     for path in ["/v1/models/team/fast", "/models/team/fast"] {
-        let model: Value = app
-            .client
-            .get(app.url(path))
-            .send()
-            .await
-            .expect("sent")
-            .json()
-            .await
-            .expect("JSON");
+        let model: Value = get(&app, path).await.json().await.expect("JSON");
         assert_eq!(model["id"], "team/fast", "{path}");
     }
-    let missing = app
-        .client
-        .get(app.url("/v1/models/gpt-9"))
-        .send()
-        .await
-        .expect("sent");
+    let missing = get(&app, "/v1/models/gpt-9").await;
     assert_eq!(error_of(missing, 404).await["code"], "model_not_found");
 
     // The mapped name is what the upstream hears; the client's name is what it sees.
@@ -296,12 +279,7 @@ async fn refusals_before_the_stream_are_openai_errors_with_their_status() {
     )
     .await;
     assert_eq!(error["type"], "authentication_error");
-    let models = app
-        .client
-        .get(app.url("/v1/models"))
-        .send()
-        .await
-        .expect("sent");
+    let models = get(&app, "/v1/models").await;
     assert_eq!(error_of(models, 401).await["type"], "authentication_error");
 
     let mut body = question("x");
@@ -580,20 +558,8 @@ async fn wait_for_aborted(app: &TestApp, count: usize) {
 async fn routes_are_counted_by_name() {
     let app = spawn_app().await;
     post(&app, &question("counted")).await;
-    app.client
-        .get(app.url("/v1/models"))
-        .send()
-        .await
-        .expect("sent");
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("sent")
-        .text()
-        .await
-        .expect("text");
+    get(&app, "/v1/models").await;
+    let metrics = get(&app, "/metrics").await.text().await.expect("text");
     for line in [
         "chat_proxy_http_requests_total{method=\"POST\",route=\"/v1/chat/completions\",status=\"200\"} 1",
         "chat_proxy_http_requests_total{method=\"GET\",route=\"/v1/models\",status=\"200\"} 1",

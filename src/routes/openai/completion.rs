@@ -107,9 +107,5 @@ pub async fn collect(
             AnswerEvent::Failed(err) => return Err(ApiError::from(&*err)),
         }
     }
-    Err(ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "the answer ended without a result",
-    ))
+    Err(ApiError::answer_cut_short())
 }
