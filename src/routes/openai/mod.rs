@@ -18,12 +18,11 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, Extension, Path, State};
-use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::answer::ModelRoute;
+use crate::answer::{AdmissionError, ModelRoute};
 use crate::auth::ClientKeyId;
 use crate::config::ms;
 use crate::error::ApiError;
@@ -178,13 +177,8 @@ pub async fn get_model(
     Path(id): Path<String>,
 ) -> Result<Json<Model>, ApiError> {
     let models = state.answers.models();
-    let route = models.find(&id).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "model_not_found",
-            format!("the model `{id}` does not exist; GET /v1/models lists the models"),
-        )
-        .with_param("model")
-    })?;
+    let route = models
+        .find(&id)
+        .ok_or_else(|| ApiError::from(AdmissionError::UnknownModel(id.clone())))?;
     Ok(Json(Model::new(route, models.created())))
 }
