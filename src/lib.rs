@@ -3,10 +3,11 @@
 //! - [`config`]: typed settings from `config.toml` files and `CHAT_PROXY__*` variables.
 //! - [`startup`]: builds the [`startup::Application`] and runs it until shutdown; [`serve`] is
 //!   its connection loop with the header-read and idle timeouts.
-//! - [`routes`]: the HTTP endpoints (thin handlers that only adapt), [`error`] their JSON errors
-//!   and the one mapping of domain errors to HTTP, [`auth`] the client API keys in front of them.
+//! - [`routes`]: the HTTP endpoints (thin handlers that only adapt; two front doors to answers,
+//!   `/answer` and the OpenAI-compatible [`routes::openai`]), [`error`] their JSON errors and the
+//!   one mapping of domain errors to HTTP, [`auth`] the client API keys in front of them.
 //! - [`answer`]: answers, from checked request to streamed events and log record; its
-//!   [`answer::AnswerService`] owns each exchange's whole lifecycle.
+//!   [`answer::AnswerService`] owns each exchange's whole lifecycle, whichever door it came by.
 //! - [`permit_pool`]: the one door to an upstream permit, over [`permit_queue`] (the FIFO
 //!   semaphore queue guarding the upstream's parallel limit); [`client_limits`]: the per-client
 //!   limits in front of it.
