@@ -92,8 +92,8 @@ pub struct MessageBody {
     #[schema(pattern = "^(system|user|assistant|tool)$")]
     pub(crate) role: String,
     /// A string, or a list of parts: `{"type": "text", "text"}` and
-    /// `{"type": "image_url", "image_url": {"url"}}`. May be null only on an assistant message
-    /// with `tool_calls`.
+    /// `{"type": "image_url", "image_url": {"url"}}`. Not empty, except on an assistant message
+    /// (a stopped answer); null only on an assistant message with `tool_calls`.
     #[serde(default)]
     content: Option<Value>,
     #[serde(default)]
@@ -197,11 +197,14 @@ impl MessageBody {
         let has_tool_calls = self.tool_calls.as_ref().is_some_and(|c| !c.is_empty());
         let content = match self.content {
             None | Some(Value::Null) if role == "assistant" && has_tool_calls => Value::Null,
-            // Clients write an assistant turn that only calls tools with empty text, too.
-            Some(Value::String(text))
-                if text.is_empty() && role == "assistant" && has_tool_calls =>
-            {
-                Value::Null
+            // Clients write an assistant turn that only calls tools with empty text, too, and
+            // chat front ends keep an answer that was stopped before its first word.
+            Some(Value::String(text)) if text.is_empty() && role == "assistant" => {
+                if has_tool_calls {
+                    Value::Null
+                } else {
+                    Value::String(text)
+                }
             }
             None | Some(Value::Null) => {
                 return Err(invalid(format!("`{}` is required", field("content"))));
@@ -359,6 +362,8 @@ mod tests {
                 .contains("messages[0].content")
         );
         assert!(refused(r#"{"messages": [{"role": "user"}]}"#).contains("messages[0].content"));
+        let stopped = r#"{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": ""}, {"role": "user", "content": "b"}]}"#;
+        assert!(parse(stopped).is_ok(), "an empty assistant turn is kept");
         assert!(
             refused(r#"{"messages": [{"role": "user", "content": 3}]}"#)
                 .contains("messages[0].content")
