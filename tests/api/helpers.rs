@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::LazyLock;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chat_proxy::config::Config;
@@ -224,4 +225,26 @@ pub fn answer_text(events: &[SseEvent]) -> String {
 
 pub fn last(events: &[SseEvent]) -> &SseEvent {
     events.last().expect("at least one event")
+}
+
+/// A long, paced answer (1,000 chunks, 20 ms apart): a stream that holds its permit for a while.
+pub fn slow() -> MockKnobs {
+    MockKnobs {
+        tokens: Some(1000),
+        token_delay: Duration::from_millis(20),
+        ..MockKnobs::default()
+    }
+}
+
+/// Waits until the mock saw `count` upstream requests aborted (the stream reset, for HTTP/2).
+pub async fn wait_for_aborted(app: &TestApp, count: usize) {
+    eventually(
+        "the upstream request to be aborted",
+        Duration::from_secs(5),
+        async || match app.mock.counters().aborted.load(Ordering::Acquire) {
+            n if n == count => Ok(()),
+            n => Err(n),
+        },
+    )
+    .await;
 }

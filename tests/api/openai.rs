@@ -3,15 +3,13 @@
 //! `tests/sdk/`.)
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use chat_proxy::config::{MappedModel, ModelEntry};
 use chat_proxy::demo::{Fault, MockKnobs};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::eventually::eventually;
-use crate::helpers::{TestApp, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, slow, spawn_app, spawn_app_with, wait_for_aborted};
 
 /// One streamed completion as a client reads it: each `data:` payload (`[DONE]` as a
 /// string) and each comment line.
@@ -325,14 +323,6 @@ async fn refusals_before_the_stream_are_openai_errors_with_their_status() {
     assert_eq!(error_of(unknown, 404).await["code"], "not_found");
 }
 
-fn slow() -> MockKnobs {
-    MockKnobs {
-        tokens: Some(1000),
-        token_delay: Duration::from_millis(20),
-        ..MockKnobs::default()
-    }
-}
-
 /// Opens a stream and reads its first chunk, so it certainly holds a permit.
 async fn holding_stream(
     app: &TestApp,
@@ -536,22 +526,6 @@ async fn a_client_leaving_frees_the_permit_in_both_modes() {
         rows.iter()
             .all(|r| r.status == "cancelled" && r.api == "openai")
     );
-}
-
-async fn wait_for_aborted(app: &TestApp, count: usize) {
-    eventually(
-        &format!("{count} aborted upstream streams"),
-        Duration::from_secs(10),
-        async || {
-            let aborted = app.mock.counters().aborted.load(Ordering::Acquire);
-            if aborted >= count {
-                Ok(())
-            } else {
-                Err(aborted)
-            }
-        },
-    )
-    .await;
 }
 
 #[tokio::test]

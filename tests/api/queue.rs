@@ -1,22 +1,12 @@
 //! The permit queue: waiting, timing out, refusing, and freeing on disconnect.
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use chat_proxy::demo::{Fault, MockKnobs};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::eventually::eventually;
-use crate::helpers::{TestApp, last, names, read_events, spawn_app_with};
-
-fn slow() -> MockKnobs {
-    MockKnobs {
-        tokens: Some(1000),
-        token_delay: Duration::from_millis(20),
-        ..MockKnobs::default()
-    }
-}
+use crate::helpers::{last, names, read_events, slow, spawn_app_with, wait_for_aborted};
 
 /// Opens a stream and reads until its first delta, so it certainly holds a permit.
 async fn hold_permit(app: &crate::helpers::TestApp) -> reqwest::Response {
@@ -187,17 +177,4 @@ async fn over_http2_streams_share_the_upstream_and_a_leaving_client_still_aborts
     }
     drop(events);
     wait_for_aborted(&app, 1).await;
-}
-
-/// Waits until the mock saw `count` upstream requests aborted (the stream reset, for HTTP/2).
-async fn wait_for_aborted(app: &TestApp, count: usize) {
-    eventually(
-        "the upstream request to be aborted",
-        Duration::from_secs(5),
-        async || match app.mock.counters().aborted.load(Ordering::Acquire) {
-            n if n == count => Ok(()),
-            n => Err(n),
-        },
-    )
-    .await;
 }
