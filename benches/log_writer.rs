@@ -60,6 +60,7 @@ async fn fresh_mysql(tag: &str) -> String {
 
 fn record(i: usize) -> ChatLogRecord {
     ChatLogRecord {
+        log_id: uuid::Uuid::now_v7().to_string(),
         request_id: format!("bench-{i}-{}", uuid::Uuid::new_v4().simple()),
         api: "answer".into(),
         session_id: Some(format!("session-{}", i % 100)),

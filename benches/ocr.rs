@@ -20,8 +20,17 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chat_proxy::config::OcrConfig;
 use chat_proxy::lifecycle::Lifecycle;
-use chat_proxy::ocr::{EnginePool, ImageRequest, OcrService, UrlType, WorkerCommand};
+use chat_proxy::ocr::{
+    EnginePool, ImageRequest, OcrService, Priority, Requester, UrlType, WorkerCommand,
+};
 use futures::StreamExt;
+
+/// The benchmark asks as an interactive client would, without a key.
+const BENCH: Requester<'static> = Requester {
+    request_id: "bench",
+    client_key_id: None,
+    priority: Priority::Interactive,
+};
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -96,7 +105,7 @@ async fn run() {
         upload: Some(Bytes::from(png.clone())),
     };
     let first = ocr
-        .recognize("bench", request())
+        .recognize(BENCH, request())
         .await
         .outcome
         .expect("recognised");
@@ -113,7 +122,7 @@ async fn run() {
     let mut latencies = Vec::new();
     for _ in 0..10 {
         let started = Instant::now();
-        ocr.recognize("bench", request())
+        ocr.recognize(BENCH, request())
             .await
             .outcome
             .expect("recognised");
@@ -131,7 +140,7 @@ async fn run() {
                 let ocr = ocr.clone();
                 let request = request();
                 async move {
-                    ocr.recognize("bench", request)
+                    ocr.recognize(BENCH, request)
                         .await
                         .outcome
                         .expect("recognised");

@@ -1,5 +1,6 @@
 //! Client API keys: `Authorization: Bearer KEY`, checked against `auth.keys` (keys or their
-//! `sha256:` hashes) and the keys in the variable named by `auth.keys_env`. Only hashes are
+//! `sha256:` hashes), the keys in the variable named by `auth.keys_env`, and `auth.admin_keys`
+//! (keys that may also read and correct every client's OCR results). Only hashes are
 //! kept, compared in constant time; a request's key is known downstream by its id (the first
 //! 12 hex digits of its hash), never by the key itself.
 
@@ -20,10 +21,16 @@ use crate::error::ApiError;
 #[derive(Debug, Clone)]
 pub struct ClientKeyId(pub String);
 
-/// The configured key hashes; empty means no key is needed.
+/// Marks a request made with one of `auth.admin_keys`: it may read and correct every client's
+/// OCR results and jobs.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminKey;
+
+/// The configured key hashes, each with whether it is an admin key; empty means no key is
+/// needed.
 #[derive(Debug, Clone, Default)]
 pub struct ClientKeys {
-    hashes: Arc<Vec<[u8; 32]>>,
+    hashes: Arc<Vec<([u8; 32], bool)>>,
 }
 
 impl ClientKeys {
@@ -38,17 +45,10 @@ impl ClientKeys {
             .map(String::as_str)
             .chain(from_env.split(',').map(str::trim).filter(|k| !k.is_empty()))
         {
-            hashes.push(match key.strip_prefix("sha256:") {
-                Some(hex) => {
-                    let bytes = hex::decode(hex).map_err(|e| {
-                        anyhow::anyhow!("config key `auth.keys`: bad sha256 hex: {e}")
-                    })?;
-                    bytes.try_into().map_err(|_| {
-                        anyhow::anyhow!("config key `auth.keys`: a sha256 is 32 bytes")
-                    })?
-                }
-                None => Sha256::digest(key.as_bytes()).into(),
-            });
+            hashes.push((hash("auth.keys", key)?, false));
+        }
+        for key in &config.admin_keys {
+            hashes.push((hash("auth.admin_keys", key)?, true));
         }
         if hashes.is_empty() && !bind.ip().is_loopback() {
             if !config.disabled {
@@ -69,18 +69,32 @@ impl ClientKeys {
         !self.hashes.is_empty()
     }
 
-    /// The id of the matching key, if `presented` is one of them.
-    fn check(&self, presented: &str) -> Option<ClientKeyId> {
+    /// The id of the matching key, and whether it is an admin key, if `presented` is one.
+    fn check(&self, presented: &str) -> Option<(ClientKeyId, bool)> {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut found = None;
         // Every stored hash is compared, so timing does not tell which one matched.
-        for hash in self.hashes.iter() {
+        for (hash, admin) in self.hashes.iter() {
             if bool::from(hash.ct_eq(&digest)) {
-                found = Some(ClientKeyId(hex::encode(&hash[..6])));
+                found = Some((ClientKeyId(hex::encode(&hash[..6])), *admin));
             }
         }
         found
     }
+}
+
+/// A configured key's hash: `sha256:HEX` as given, or the hash of the key itself.
+fn hash(config_key: &str, key: &str) -> anyhow::Result<[u8; 32]> {
+    Ok(match key.strip_prefix("sha256:") {
+        Some(hex) => {
+            let bytes = hex::decode(hex)
+                .map_err(|e| anyhow::anyhow!("config key `{config_key}`: bad sha256 hex: {e}"))?;
+            bytes
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("config key `{config_key}`: a sha256 is 32 bytes"))?
+        }
+        None => Sha256::digest(key.as_bytes()).into(),
+    })
 }
 
 /// Lets a request through with a valid key (or when no key is configured); `/health` is open.
@@ -100,8 +114,11 @@ pub async fn require_key(
         .and_then(bearer_token)
         .map(str::trim);
     match presented.and_then(|key| keys.check(key)) {
-        Some(id) => {
+        Some((id, admin)) => {
             request.extensions_mut().insert(id);
+            if admin {
+                request.extensions_mut().insert(AdminKey);
+            }
             next.run(request).await
         }
         None => {
@@ -143,6 +160,7 @@ mod tests {
         let config = AuthConfig {
             keys: list.iter().map(|k| k.to_string()).collect(),
             keys_env: "CHAT_PROXY_TEST_NO_SUCH_VAR".into(),
+            admin_keys: vec!["admin-key-0123456789".into()],
             disabled: false,
         };
         ClientKeys::load(&config, "127.0.0.1:8080".parse().expect("addr")).expect("valid")
@@ -155,11 +173,14 @@ mod tests {
             hex::encode(Sha256::digest(b"second-key-0123456789"))
         );
         let keys = keys(&["first-key-0123456789", &hashed]);
-        let first = keys.check("first-key-0123456789").expect("plain key");
-        let second = keys.check("second-key-0123456789").expect("hashed key");
+        let (first, admin) = keys.check("first-key-0123456789").expect("plain key");
+        assert!(!admin);
+        let (second, _) = keys.check("second-key-0123456789").expect("hashed key");
         assert_ne!(first.0, second.0);
         assert_eq!(first.0.len(), 12);
         assert!(keys.check("first-key-012345678").is_none());
+        let (_, admin) = keys.check("admin-key-0123456789").expect("admin key");
+        assert!(admin, "an admin key is a key, marked as admin");
     }
 
     #[test]

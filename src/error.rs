@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::answer::{AdmissionError, ExchangeError, RequestError};
 use crate::client_limits::Refusal;
 use crate::ocr::OcrError;
+use crate::ocr::http_jobs::JobRefused;
 use crate::permit_queue::QueueError;
 use crate::routes::body_timeout::BodyTimedOut;
 use crate::upstream::UpstreamError;
@@ -122,6 +123,17 @@ impl From<&UpstreamError> for ApiError {
     }
 }
 
+impl From<&JobRefused> for ApiError {
+    fn from(refused: &JobRefused) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            refused.code(),
+            refused.to_string(),
+        )
+        .with_retry_after(refused.retry_after_secs())
+    }
+}
+
 impl From<&Refusal> for ApiError {
     fn from(refusal: &Refusal) -> Self {
         Self::new(
@@ -165,6 +177,10 @@ impl From<&ExchangeError> for ApiError {
             ExchangeError::Upstream(err) => err.into(),
             ExchangeError::ToolRoundLimit | ExchangeError::ToolsOff => {
                 Self::new(StatusCode::BAD_GATEWAY, err.code(), err.to_string())
+            }
+            // A reader that kept up can't meet it; for completeness, the client's fault.
+            ExchangeError::ClientTooSlow => {
+                Self::new(StatusCode::REQUEST_TIMEOUT, err.code(), err.to_string())
             }
         }
     }

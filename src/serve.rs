@@ -3,7 +3,9 @@
 //! within `server.header_read_timeout_ms` (from connecting, or from its first byte after an
 //! answered request); a connection with no request in progress is closed after
 //! `server.idle_timeout_ms`. A request in progress (a long stream, a slow model) is never cut
-//! by either. Each request carries the peer address as `ConnectInfo`.
+//! by either. A connection whose writes stay blocked for twice `server.client_write_timeout_ms`
+//! (its client stopped reading) is closed. Each request carries the peer address as
+//! `ConnectInfo`.
 
 use std::convert::Infallible;
 use std::io;
@@ -35,6 +37,8 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
+    /// A connection whose writes stay blocked this long (its client reads nothing) is closed.
+    pub write_timeout: Duration,
 }
 
 /// Serves `router` on `listener` until `stop` is cancelled, then stops accepting, lets each
@@ -138,6 +142,10 @@ async fn serve_connection(
                     tracing::debug!(%peer, "idle connection closed");
                     return;
                 }
+                Expiry::WriteTimeout => {
+                    tracing::info!(%peer, "client read nothing in time; connection closed");
+                    return;
+                }
             },
             () = stop.cancelled(), if !draining => {
                 draining = true;
@@ -150,6 +158,7 @@ async fn serve_connection(
 enum Expiry {
     HeaderTimeout,
     Idle,
+    WriteTimeout,
 }
 
 /// What a connection is doing, in milliseconds since it opened.
@@ -160,6 +169,8 @@ struct Activity {
     /// When the last request in progress finished (0: at open).
     idle_since: AtomicU64,
     in_flight: AtomicUsize,
+    /// 1 + the time a write first found the socket full; 0 while writes go through.
+    write_blocked: AtomicU64,
     /// Wakes the watcher when a deadline may have moved earlier.
     changed: Notify,
 }
@@ -172,6 +183,7 @@ impl Activity {
             head_started: AtomicU64::new(1),
             idle_since: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            write_blocked: AtomicU64::new(0),
             changed: Notify::new(),
         }
     }
@@ -195,12 +207,30 @@ impl Activity {
         }
     }
 
+    /// A write found the socket full (`blocked`), or went through.
+    fn wrote(&self, blocked: bool) {
+        let since = self.write_blocked.load(Ordering::Acquire);
+        if blocked && since == 0 {
+            self.write_blocked
+                .store(self.now_ms() + 1, Ordering::Release);
+            self.changed.notify_one();
+        } else if !blocked && since != 0 {
+            self.write_blocked.store(0, Ordering::Release);
+        }
+    }
+
     /// Resolves when the connection has broken one of the limits.
     async fn expired(&self, limits: ConnectionLimits) -> Expiry {
         let header_ms = limits.header_read_timeout.as_millis() as u64;
         let idle_ms = limits.idle_timeout.as_millis() as u64;
+        let write_ms = limits.write_timeout.as_millis() as u64;
         loop {
             let now = self.now_ms();
+            let blocked = self.write_blocked.load(Ordering::Acquire);
+            let write_deadline = (blocked != 0).then(|| blocked - 1 + write_ms);
+            if write_deadline.is_some_and(|deadline| now >= deadline) {
+                return Expiry::WriteTimeout;
+            }
             let head_started = self.head_started.load(Ordering::Acquire);
             let wake = if head_started != 0 {
                 let deadline = head_started - 1 + header_ms;
@@ -216,6 +246,10 @@ impl Activity {
                     return Expiry::Idle;
                 }
                 Some(deadline)
+            };
+            let wake = match (wake, write_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
             };
             match wake {
                 Some(wake) => {
@@ -307,7 +341,9 @@ impl AsyncWrite for WatchedIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.activity.wrote(polled.is_pending());
+        polled
     }
 
     fn poll_write_vectored(
@@ -315,7 +351,9 @@ impl AsyncWrite for WatchedIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.activity.wrote(polled.is_pending());
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -338,6 +376,7 @@ mod tests {
     const LIMITS: ConnectionLimits = ConnectionLimits {
         header_read_timeout: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(60),
+        write_timeout: Duration::from_secs(60),
     };
 
     #[tokio::test(start_paused = true)]
@@ -375,5 +414,22 @@ mod tests {
             Expiry::HeaderTimeout
         ));
         assert_eq!(head.elapsed(), LIMITS.header_read_timeout);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_whose_writes_stay_blocked_is_closed() {
+        let activity = Arc::new(Activity::new());
+        let _request = InFlight::start(activity.clone());
+        activity.wrote(true);
+        tokio::time::sleep(Duration::from_secs(40)).await;
+        // A write that went through starts the count again.
+        activity.wrote(false);
+        activity.wrote(true);
+        let blocked = Instant::now();
+        assert!(matches!(
+            activity.expired(LIMITS).await,
+            Expiry::WriteTimeout
+        ));
+        assert_eq!(blocked.elapsed(), LIMITS.write_timeout);
     }
 }

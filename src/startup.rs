@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::answer::tools::ToolBox;
-use crate::answer::{AnswerContext, AnswerService, ModelCatalog};
+use crate::answer::{AnswerContext, AnswerService, BacklogLimits, BufferBudget, ModelCatalog};
 use crate::auth::ClientKeys;
 use crate::client_limits::ClientLimits;
 use crate::config::{Config, ms};
@@ -22,7 +22,7 @@ use crate::demo::{MockKnobs, MockUpstream};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::{AnswerMetrics, Metrics};
 use crate::ocr::OcrService;
-use crate::ocr::http_jobs::OcrJobs;
+use crate::ocr::http_jobs::{JobLimits, OcrJobs};
 use crate::permit_pool::PermitPool;
 use crate::prompts::Prompts;
 use crate::routes;
@@ -122,6 +122,11 @@ impl Application {
             stop_streams: lifecycle.stop_streams().clone(),
             tools,
             metrics: AnswerMetrics::default(),
+            buffers: BufferBudget::new(BacklogLimits {
+                per_exchange: config.limits.max_buffered_answer_bytes,
+                total: config.limits.max_buffered_answer_bytes_total,
+                write_timeout: ms(config.server.client_write_timeout_ms),
+            }),
         };
         let metrics = Arc::new(Metrics::new(&answer.metrics, ocr.metrics()));
         let client_keys = ClientKeys::load(&config.auth, config.bind_addr())?;
@@ -141,7 +146,10 @@ impl Application {
             log,
             database,
             ocr,
-            jobs: Arc::new(OcrJobs::default()),
+            jobs: Arc::new(OcrJobs::new(JobLimits {
+                per_client: config.ocr.max_pending_items_per_key,
+                total: config.ocr.max_pending_items,
+            })),
             client_keys,
             metrics,
         });
@@ -213,6 +221,9 @@ impl Application {
         let limits = ConnectionLimits {
             header_read_timeout: ms(state.config.server.header_read_timeout_ms),
             idle_timeout: ms(state.config.server.idle_timeout_ms),
+            // A backstop behind `client_too_slow`: the connection of a client that never reads
+            // again is closed, and what was waiting for it freed.
+            write_timeout: 2 * ms(state.config.server.client_write_timeout_ms),
         };
         let server = serve(
             listener,
@@ -259,26 +270,33 @@ fn read_api_key(config: &Config, demo: bool) -> Option<SecretString> {
     key.map(SecretString::from)
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %err, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+/// Resolves on SIGINT or SIGTERM. The handlers are installed now, before `listening on` is
+/// logged: a signal sent the moment the server says it listens is a clean shutdown, not the
+/// default action (the process killed without draining).
+fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())
+        .inspect_err(|err| tracing::error!(error = %err, "cannot listen for SIGINT"))
+        .ok();
+    let mut terminate = signal(SignalKind::terminate())
+        .inspect_err(|err| tracing::error!(error = %err, "cannot listen for SIGTERM"))
+        .ok();
+    async move {
+        let interrupted = async {
+            match &mut interrupt {
+                Some(signal) => signal.recv().await,
+                None => std::future::pending().await,
             }
-            Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
+        };
+        let terminated = async {
+            match &mut terminate {
+                Some(signal) => signal.recv().await,
+                None => std::future::pending().await,
             }
+        };
+        tokio::select! {
+            _ = interrupted => tracing::info!("received SIGINT"),
+            _ = terminated => tracing::info!("received SIGTERM"),
         }
-    };
-    tokio::select! {
-        () = ctrl_c => tracing::info!("received SIGINT"),
-        () = terminate => tracing::info!("received SIGTERM"),
     }
 }

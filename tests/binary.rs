@@ -1,57 +1,21 @@
 //! The `chat-proxy` binary as an operator runs it: layered config files, a bad key stopping
 //! start-up with its name, the `listening on` line, SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+#[path = "support/binary.rs"]
+mod binary;
 #[path = "support/eventually.rs"]
 mod eventually;
 #[path = "support/process.rs"]
 mod process;
+use binary::{
+    Running, block_on, chat_proxy, children_of, override_file, private_override, shipped_config,
+    start_listening,
+};
 use eventually::eventually;
-use process::{is_running, stat_fields};
-
-/// Processes whose parent is `parent`.
-fn children_of(parent: u32) -> Vec<u32> {
-    let parent = parent.to_string();
-    std::fs::read_dir("/proc")
-        .expect("/proc")
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_string_lossy().parse::<u32>().ok())
-        .filter(|&pid| stat_fields(pid).is_some_and(|fields| fields.get(1) == Some(&parent)))
-        .collect()
-}
-
-/// Runs `work` to its end on a small runtime of its own (these tests have none).
-fn block_on<T>(work: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("a runtime")
-        .block_on(work)
-}
-
-fn shipped_config() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml")
-}
-
-fn chat_proxy(configs: &[&Path]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_chat-proxy"));
-    for config in configs {
-        command.arg("--config").arg(config);
-    }
-    command.env_remove("RUST_LOG");
-    command
-}
-
-fn override_file(dir: &Path, text: &str) -> PathBuf {
-    let path = dir.join("local.toml");
-    std::fs::write(&path, text).expect("write override");
-    path
-}
+use process::is_running;
 
 #[test]
 fn a_bad_value_stops_start_up_naming_the_key() {
@@ -74,67 +38,6 @@ fn a_bad_value_stops_start_up_naming_the_key() {
         stderr.contains("limits.max_concurrent_upstream"),
         "{stderr}"
     );
-}
-
-/// Kills the child if a test fails half-way; `.1` yields its log lines after `listening on`.
-struct Running(Child, mpsc::Receiver<String>);
-
-/// A config beside the shipped one: a free port and a private data folder.
-fn private_override(dir: &Path, extra: &str) -> PathBuf {
-    override_file(
-        dir,
-        &format!(
-            "[server]\nbind = \"127.0.0.1:0\"\n[database]\nurl = \"sqlite://{d}/chat.db?mode=rwc\"\n[writer]\nspill_path = \"{d}/spill.jsonl\"\n{extra}",
-            d = dir.display()
-        ),
-    )
-}
-
-/// Starts the binary and waits for `listening on ADDR`; returns it with the address and the
-/// log lines before it.
-fn start_listening(mut command: Command) -> (Running, String, Vec<String>) {
-    let child = command
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("binary starts");
-    let (log_tx, log_rx) = mpsc::channel();
-    let mut running = Running(child, log_rx);
-    let stderr = running.0.stderr.take().expect("stderr piped");
-    let mut lines = BufReader::new(stderr).lines();
-    let started = Instant::now();
-    let mut seen = Vec::new();
-    let addr = loop {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "no listening line: {seen:?}"
-        );
-        let line = lines.next().expect("a log line").expect("utf-8");
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            // Text or JSON lines: the address is what follows, up to a quote or the end.
-            let addr = rest
-                .trim()
-                .split('"')
-                .next()
-                .expect("split yields one part");
-            break addr.to_owned();
-        }
-        seen.push(line);
-    };
-    // Keep reading so the child never blocks on a full pipe.
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            let _ = log_tx.send(line);
-        }
-    });
-    (running, addr, seen)
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]

@@ -73,6 +73,8 @@ pub enum ExchangeError {
     ToolRoundLimit,
     #[error("the model asked for a tool, but tools are off")]
     ToolsOff,
+    #[error("the client did not read its answer in time; the answer was stopped")]
+    ClientTooSlow,
 }
 
 impl ExchangeError {
@@ -83,6 +85,7 @@ impl ExchangeError {
             Self::Upstream(err) => err.code(),
             Self::ToolRoundLimit => "tool_round_limit",
             Self::ToolsOff => "upstream_tool_call",
+            Self::ClientTooSlow => "client_too_slow",
         }
     }
 }

@@ -66,6 +66,8 @@ pub enum ExchangeStatus {
     Cancelled,
     QueueTimeout,
     ShuttingDown,
+    /// The client let its backlog fill, or read nothing for `server.client_write_timeout_ms`.
+    ClientTooSlow,
 }
 
 impl ExchangeStatus {
@@ -76,6 +78,7 @@ impl ExchangeStatus {
             Self::Cancelled => "cancelled",
             Self::QueueTimeout => "queue_timeout",
             Self::ShuttingDown => "shutting_down",
+            Self::ClientTooSlow => "client_too_slow",
         }
     }
 }

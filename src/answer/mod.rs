@@ -1,8 +1,9 @@
 //! Answers: the checked request ([`request`]), the service that admits it and owns its whole
 //! lifecycle ([`service`]), the exchange that streams the model's answer through the permit pool
-//! ([`exchange`]) into the client's channel (`outbox`), what it reports ([`events`]) and how it
+//! ([`exchange`]) into the client's channel (`outbox`, its size kept by [`backlog`]), what it reports ([`events`]) and how it
 //! can fail ([`error`]).
 
+pub mod backlog;
 mod burst;
 pub mod error;
 pub mod events;
@@ -13,6 +14,7 @@ pub mod request;
 pub mod service;
 pub mod tools;
 
+pub use backlog::{AnswerEvents, BacklogLimits, BufferBudget};
 pub use error::{AdmissionError, ExchangeError, RequestError};
 pub use events::{AnswerEvent, DoneInfo, ExchangeOutcome, ExchangeStatus, Meta, Timings};
 pub use exchange::{AnswerContext, Exchange};

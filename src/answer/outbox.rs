@@ -1,119 +1,157 @@
-//! The client's side of one exchange: the channel its events go into, and the two things that
-//! end an exchange early, the client leaving (the channel's receiver is dropped) and shutdown.
+//! The client's side of one exchange: the channel its events go into, and what ends an
+//! exchange early: the client leaving (the channel's receiver is dropped), the client not
+//! keeping up (see [`backlog`](super::backlog)), the exchange's time running out, and shutdown.
 
 use std::future::Future;
 use std::pin::{Pin, pin};
-use std::time::Duration;
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::backlog::{AnswerEvents, Backlog, BufferBudget, weight};
 use super::events::AnswerEvent;
 
 /// Why an exchange stopped before its end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Interrupt {
     ClientGone,
+    /// The client let its backlog fill, or took nothing from it for too long.
+    ClientTooSlow,
+    /// The exchange's whole time (`upstream.total_timeout_ms`) is over.
+    OutOfTime,
     Shutdown,
 }
 
-/// Cheap to clone: a sender and a token.
+/// Cheap to clone: a sender, the backlog's handle and a token.
 #[derive(Clone)]
 pub(super) struct Outbox {
-    tx: mpsc::Sender<AnswerEvent>,
+    tx: mpsc::UnboundedSender<AnswerEvent>,
+    backlog: Arc<Backlog>,
     /// Cancelled when shutdown's grace period is over.
     stop_streams: CancellationToken,
+    /// When the exchange must be over; none while it waits for its first permit.
+    deadline: Option<Instant>,
 }
 
 impl Outbox {
-    pub(super) fn new(tx: mpsc::Sender<AnswerEvent>, stop_streams: CancellationToken) -> Self {
-        Self { tx, stop_streams }
+    /// The exchange's outbox and the client's end of it.
+    pub(super) fn new(
+        budget: Arc<BufferBudget>,
+        stop_streams: CancellationToken,
+    ) -> (Self, AnswerEvents) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let backlog = Backlog::new(budget);
+        let outbox = Self {
+            tx,
+            backlog: backlog.clone(),
+            stop_streams,
+            deadline: None,
+        };
+        (outbox, AnswerEvents::new(rx, backlog))
     }
 
-    /// Puts the first event in the new, empty channel without waiting: it cannot be full, and a
-    /// closed one means the client left, which the first `emit` notices.
-    pub(super) fn put_first(&self, event: AnswerEvent) {
-        let _ = self.tx.try_send(event);
+    /// From now on every wait ends at `deadline`.
+    pub(super) fn set_deadline(&mut self, deadline: Instant) {
+        self.deadline = Some(deadline);
     }
 
-    /// Free slots in the channel now.
-    pub(super) fn capacity(&self) -> usize {
-        self.tx.capacity()
+    /// Resolves with the first reason the exchange must stop, checked in the order of the
+    /// variants: the client leaving, not keeping up, the deadline, shutdown.
+    pub(super) async fn interruption(&self) -> Interrupt {
+        let deadline = async {
+            match self.deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            () = self.tx.closed() => Interrupt::ClientGone,
+            () = self.backlog.stalled() => Interrupt::ClientTooSlow,
+            () = deadline => Interrupt::OutOfTime,
+            () = self.stop_streams.cancelled() => Interrupt::Shutdown,
+        }
     }
 
-    /// Resolves when the client has left.
-    pub(super) fn client_gone(&self) -> impl Future<Output = ()> + '_ {
-        self.tx.closed()
-    }
-
-    /// Resolves when the streams must end.
-    pub(super) fn shutdown(&self) -> impl Future<Output = ()> + '_ {
-        self.stop_streams.cancelled()
-    }
-
-    /// Awaits `work` unless the client leaves or shutdown ends the streams first; dropping
-    /// `work` then releases whatever it held (queue place, permit, upstream connection).
+    /// Awaits `work` unless the exchange must stop first; dropping `work` then releases
+    /// whatever it held (queue place, permit, upstream connection).
     pub(super) async fn guarded<F: Future>(&self, work: F) -> Result<F::Output, Interrupt> {
-        let client_gone = pin!(self.client_gone());
-        let shutdown = pin!(self.shutdown());
-        watched(client_gone, shutdown, work).await
+        watched(pin!(self.interruption()), work).await
     }
 
-    /// Queues `event` for the client. When the channel has room (the client keeps up), that is
-    /// a `try_send`; only a full channel waits, guarded like any other wait.
-    pub(super) async fn emit(&self, event: AnswerEvent) -> Result<(), Interrupt> {
-        // The order `guarded` would find them in.
+    /// Queues `event` for the client, at once: the exchange never waits for its reader.
+    pub(super) fn emit(&self, event: AnswerEvent) -> Result<(), Interrupt> {
+        // The order `interruption` would find them in.
         if self.tx.is_closed() {
             return Err(Interrupt::ClientGone);
         }
+        let weight = weight(&event);
+        if self.backlog.add(weight).is_err() {
+            return Err(Interrupt::ClientTooSlow);
+        }
         if self.stop_streams.is_cancelled() {
+            self.backlog.take(weight);
             return Err(Interrupt::Shutdown);
         }
-        match self.tx.try_send(event) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(Interrupt::ClientGone),
-            // Boxed: a slow reader is the rare case, and the wait's state would otherwise be
-            // part of every exchange's task, queued ones included.
-            Err(mpsc::error::TrySendError::Full(event)) => {
-                match Box::pin(self.guarded(self.tx.send(event))).await? {
-                    Ok(()) => Ok(()),
-                    Err(_) => Err(Interrupt::ClientGone),
-                }
-            }
+        self.tx.send(event).map_err(|_| {
+            self.backlog.take(weight);
+            Interrupt::ClientGone
+        })
+    }
+
+    /// Sends the event that ends a failed stream, past the backlog's limit if need be: a
+    /// client that reads again learns why its answer stopped.
+    pub(super) fn emit_last(&self, event: AnswerEvent) {
+        let weight = weight(&event);
+        // Counted, though over the limit, so the budget stays exact when it is taken.
+        self.backlog.add_over_limit(weight);
+        if self.tx.send(event).is_err() {
+            self.backlog.take(weight);
         }
     }
 
-    /// Sends the final error if the client is still there; a slow reader gets a moment, not forever.
-    pub(super) async fn emit_last(&self, event: AnswerEvent) {
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.tx.send(event)).await;
+    /// Resolves when the client has taken every event, or with why it never will.
+    pub(super) async fn delivered(&self) -> Result<(), Interrupt> {
+        let interruption = pin!(self.interruption());
+        tokio::select! {
+            // Checked first: a client that took `done` and then closed was served.
+            biased;
+            () = self.backlog.drained() => Ok(()),
+            interrupt = interruption => Err(interrupt),
+        }
     }
 }
 
-/// `work`'s output, unless the client leaves or shutdown ends the streams first (checked in
-/// that order). The caller makes the two waits, so it can keep them across calls.
+/// `work`'s output, unless `interruption` comes first. The caller makes the interruption's
+/// future, so it can keep it across calls.
 pub(super) async fn watched<F: Future>(
-    client_gone: Pin<&mut impl Future<Output = ()>>,
-    shutdown: Pin<&mut impl Future<Output = ()>>,
+    interruption: Pin<&mut impl Future<Output = Interrupt>>,
     work: F,
 ) -> Result<F::Output, Interrupt> {
     tokio::select! {
         biased;
-        () = client_gone => Err(Interrupt::ClientGone),
-        () = shutdown => Err(Interrupt::Shutdown),
+        interrupt = interruption => Err(interrupt),
         output = work => Ok(output),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use super::super::backlog::BacklogLimits;
     use super::*;
 
-    /// An outbox whose one-slot channel already holds the delta `a`.
-    async fn with_full_channel() -> (Outbox, mpsc::Receiver<AnswerEvent>) {
-        let (tx, rx) = mpsc::channel(1);
-        let outbox = Outbox::new(tx, CancellationToken::new());
-        assert!(outbox.emit(delta("a")).await.is_ok());
-        (outbox, rx)
+    /// An outbox allowing `per_exchange` bytes, stalled after 30 s.
+    fn outbox(per_exchange: usize) -> (Outbox, AnswerEvents) {
+        let budget = BufferBudget::new(BacklogLimits {
+            per_exchange,
+            total: usize::MAX,
+            write_timeout: Duration::from_secs(30),
+        });
+        Outbox::new(budget, CancellationToken::new())
     }
 
     fn delta(text: &str) -> AnswerEvent {
@@ -128,38 +166,84 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_full_channel_waits_for_the_reader_and_keeps_the_order() {
-        let (outbox, mut rx) = with_full_channel().await;
-        let second = outbox.emit(delta("b"));
-        tokio::pin!(second);
-        assert!(
-            futures::poll!(second.as_mut()).is_pending(),
-            "sent into a full channel"
+    async fn events_never_wait_for_the_reader_until_the_backlog_is_full() {
+        let (outbox, mut events) = outbox(1000);
+        for piece in ["a", "b", "c"] {
+            assert_eq!(outbox.emit(delta(piece)), Ok(()));
+        }
+        let big = "x".repeat(1000);
+        assert_eq!(outbox.emit(delta(&big)), Err(Interrupt::ClientTooSlow));
+        assert_eq!(text(events.recv().await), "a");
+        assert_eq!(text(events.recv().await), "b");
+        assert_eq!(text(events.recv().await), "c");
+        assert_eq!(
+            outbox.emit(delta(&big)),
+            Ok(()),
+            "an empty backlog takes one event"
         );
-        assert_eq!(text(rx.recv().await), "a");
-        assert!(second.await.is_ok());
-        assert_eq!(text(rx.recv().await), "b");
     }
 
     #[tokio::test]
-    async fn a_client_leaving_ends_a_wait_for_room() {
-        let (outbox, rx) = with_full_channel().await;
-        let waiting = outbox.emit(delta("b"));
-        tokio::pin!(waiting);
-        assert!(futures::poll!(waiting.as_mut()).is_pending());
-        drop(rx);
-        assert_eq!(waiting.await, Err(Interrupt::ClientGone));
-        assert_eq!(outbox.emit(delta("c")).await, Err(Interrupt::ClientGone));
+    async fn a_client_leaving_stops_the_events() {
+        let (outbox, events) = outbox(1000);
+        drop(events);
+        assert_eq!(outbox.emit(delta("a")), Err(Interrupt::ClientGone));
+        assert_eq!(
+            outbox.guarded(std::future::pending::<()>()).await,
+            Err(Interrupt::ClientGone)
+        );
     }
 
     #[tokio::test]
-    async fn shutdown_ends_a_wait_for_room_and_stops_later_events() {
-        let (outbox, _rx) = with_full_channel().await;
-        let waiting = outbox.emit(delta("b"));
+    async fn shutdown_ends_waits_and_stops_later_events() {
+        let (outbox, _events) = outbox(1000);
+        let waiting = outbox.guarded(std::future::pending::<()>());
         tokio::pin!(waiting);
         assert!(futures::poll!(waiting.as_mut()).is_pending());
         outbox.stop_streams.cancel();
         assert_eq!(waiting.await, Err(Interrupt::Shutdown));
-        assert_eq!(outbox.emit(delta("c")).await, Err(Interrupt::Shutdown));
+        assert_eq!(outbox.emit(delta("c")), Err(Interrupt::Shutdown));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_takes_nothing_ends_the_wait_as_too_slow() {
+        let (outbox, _events) = outbox(1000);
+        let started = Instant::now();
+        outbox.emit(delta("a")).expect("room");
+        assert_eq!(
+            outbox.guarded(std::future::pending::<()>()).await,
+            Err(Interrupt::ClientTooSlow)
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_ends_every_wait() {
+        let (mut outbox, _events) = outbox(1000);
+        outbox.set_deadline(Instant::now() + Duration::from_secs(5));
+        assert_eq!(
+            outbox.guarded(std::future::pending::<()>()).await,
+            Err(Interrupt::OutOfTime)
+        );
+    }
+
+    #[tokio::test]
+    async fn delivered_once_the_client_took_everything_even_if_it_then_left() {
+        let (outbox, mut events) = outbox(1000);
+        outbox.emit(delta("a")).expect("room");
+        let delivery = outbox.delivered();
+        tokio::pin!(delivery);
+        assert!(futures::poll!(delivery.as_mut()).is_pending());
+        assert_eq!(text(events.recv().await), "a");
+        drop(events);
+        assert_eq!(delivery.await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn not_delivered_when_the_client_leaves_with_events_unread() {
+        let (outbox, events) = outbox(1000);
+        outbox.emit(delta("a")).expect("room");
+        drop(events);
+        assert_eq!(outbox.delivered().await, Err(Interrupt::ClientGone));
     }
 }

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chrono::Utc;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
@@ -19,16 +18,14 @@ use crate::client_limits::{ClientLimits, ClientSlot};
 use crate::lifecycle::Lifecycle;
 use crate::permit_pool::PermitPool;
 use crate::permit_queue::Entry;
-use crate::store::{ChatLogRecord, LogWriter};
+use crate::store::{ChatLogRecord, INTERRUPTED, LogWriter};
 
+use super::backlog::AnswerEvents;
 use super::error::AdmissionError;
-use super::events::{AnswerEvent, ExchangeOutcome};
+use super::events::ExchangeOutcome;
 use super::exchange::{AnswerContext, Exchange};
 use super::models::{ModelCatalog, ModelRoute};
 use super::request::AnswerRequest;
-
-/// Events buffered between an exchange and its client; a slower client slows only its own upstream read.
-const EVENT_BUFFER: usize = 32;
 
 /// Who asks: the client key when keys are on, else the peer's address. Per-client limits count
 /// against the key, or the address when the proxy runs without keys.
@@ -39,7 +36,8 @@ pub struct Caller {
 }
 
 impl Caller {
-    fn limit_key(&self) -> String {
+    /// What per-client limits count against.
+    pub fn limit_key(&self) -> String {
         match (&self.key, self.address) {
             (Some(key), _) => key.0.clone(),
             (None, Some(address)) => address.to_string(),
@@ -59,6 +57,16 @@ pub struct AnswerService {
     log_user_text: bool,
     /// Exchanges running now, for `/health` and `/metrics`.
     open: AtomicUsize,
+}
+
+/// What is known of an exchange from its start: what its log record begins with.
+struct Started {
+    log_id: String,
+    request_id: String,
+    caller: Caller,
+    /// The model's configured name.
+    model: String,
+    received_at: chrono::DateTime<Utc>,
 }
 
 /// A request let through the per-client limits and into the permit pool.
@@ -99,11 +107,9 @@ impl AnswerService {
         request: AnswerRequest,
         caller: Caller,
         received: Instant,
-    ) -> Result<mpsc::Receiver<AnswerEvent>, AdmissionError> {
+    ) -> Result<AnswerEvents, AdmissionError> {
         let admitted = self.admit(request.model.as_deref(), caller, received)?;
-        let (tx, rx) = mpsc::channel(EVENT_BUFFER);
-        self.spawn(request_id, request, admitted, tx);
-        Ok(rx)
+        Ok(self.spawn(request_id, request, admitted))
     }
 
     fn admit(
@@ -137,14 +143,13 @@ impl AnswerService {
         })
     }
 
-    /// Runs one exchange in its own tracked task; its events go to `tx` only.
+    /// Runs one exchange in its own tracked task; its events go to the returned end only.
     fn spawn(
         self: &Arc<Self>,
         request_id: String,
         request: AnswerRequest,
         admitted: Admitted,
-        tx: mpsc::Sender<AnswerEvent>,
-    ) {
+    ) -> AnswerEvents {
         let Admitted {
             caller,
             model,
@@ -152,42 +157,39 @@ impl AnswerService {
             entry,
             received,
         } = admitted;
-        let received_at = Utc::now();
-        let model_name = model.name.to_string();
-        let exchange = Exchange::new(self.ctx.clone(), model, tx, received);
-        exchange.announce(&request_id);
+        let started = Started {
+            // The row's own key: a client may send the same `x-request-id` twice.
+            log_id: uuid::Uuid::now_v7().to_string(),
+            request_id,
+            caller,
+            model: model.name.to_string(),
+            received_at: Utc::now(),
+        };
+        // Journaled before anything streams: a crash from here on still leaves a row.
+        self.log.begin(interrupted_record(&started, &request));
+        let (exchange, events) = Exchange::new(self.ctx.clone(), model, received);
+        exchange.announce(&started.request_id);
         let service = self.clone();
         self.open.fetch_add(1, Ordering::AcqRel);
         // The exchange outlives the handler: it carries the request's span with it.
         let span = tracing::Span::current();
         self.lifecycle.spawn(
             async move {
-                let outcome = exchange.run(request_id.clone(), &request, entry).await;
+                let client_key = started.caller.key.as_ref().map(|k| k.0.as_str());
+                let outcome = exchange
+                    .run(started.request_id.clone(), client_key, &request, entry)
+                    .await;
                 drop(slot);
                 service.open.fetch_sub(1, Ordering::AcqRel);
-                service.finish(
-                    request_id,
-                    request,
-                    caller,
-                    model_name,
-                    outcome,
-                    received_at,
-                );
+                service.finish(started, request, outcome);
             }
             .instrument(span),
         );
+        events
     }
 
     /// The bookkeeping at an exchange's end: metrics, the log line, the record for the writer.
-    fn finish(
-        &self,
-        request_id: String,
-        request: AnswerRequest,
-        caller: Caller,
-        model: String,
-        outcome: ExchangeOutcome,
-        received_at: chrono::DateTime<Utc>,
-    ) {
+    fn finish(&self, started: Started, request: AnswerRequest, outcome: ExchangeOutcome) {
         self.ctx.metrics.observe(&outcome);
         // User text only when the operator allows it (`log.user_text`).
         let question = self
@@ -195,7 +197,7 @@ impl AnswerService {
             .then(|| last_user_text(&request.messages));
         let reply = self.log_user_text.then_some(outcome.answer.as_str());
         tracing::info!(
-            request_id,
+            request_id = started.request_id,
             status = outcome.status.as_str(),
             queue_ms = outcome.timings.queue_ms,
             ttft_ms = outcome.timings.ttft_ms,
@@ -204,14 +206,7 @@ impl AnswerService {
             reply,
             "answer finished"
         );
-        self.log.submit(chat_log_record(
-            request_id,
-            request,
-            caller.key,
-            model,
-            outcome,
-            received_at,
-        ));
+        self.log.submit(chat_log_record(started, request, outcome));
     }
 
     /// The models clients may ask for; the first is the default.
@@ -245,25 +240,49 @@ fn last_user_text(messages: &[serde_json::Value]) -> String {
     }
 }
 
+/// The row of an exchange that never ended: what was known at its start.
+fn interrupted_record(started: &Started, request: &AnswerRequest) -> ChatLogRecord {
+    ChatLogRecord {
+        log_id: started.log_id.clone(),
+        request_id: started.request_id.clone(),
+        api: request.api.as_str().to_owned(),
+        session_id: request.session_id.clone(),
+        user_id: request.user_id.clone(),
+        client_key_id: started.caller.key.as_ref().map(|k| k.0.clone()),
+        model: started.model.clone(),
+        request_messages: serde_json::Value::Array(request.messages.clone()),
+        answer: String::new(),
+        tool_calls: None,
+        status: INTERRUPTED.to_owned(),
+        error_code: Some(INTERRUPTED.to_owned()),
+        error_message: Some("the service stopped before this exchange ended".to_owned()),
+        finish_reason: None,
+        prompt_tokens: None,
+        completion_tokens: None,
+        queue_ms: 0,
+        ttft_ms: None,
+        total_ms: 0,
+        created_at: started.received_at,
+    }
+}
+
 fn chat_log_record(
-    request_id: String,
+    started: Started,
     request: AnswerRequest,
-    client_key: Option<ClientKeyId>,
-    model: String,
     outcome: ExchangeOutcome,
-    created_at: chrono::DateTime<Utc>,
 ) -> ChatLogRecord {
     let (error_code, error_message) = outcome
         .error
         .map(|err| (err.code().to_owned(), err.to_string()))
         .unzip();
     ChatLogRecord {
-        request_id,
+        log_id: started.log_id,
+        request_id: started.request_id,
         api: request.api.as_str().to_owned(),
         session_id: request.session_id,
         user_id: request.user_id,
-        client_key_id: client_key.map(|k| k.0),
-        model,
+        client_key_id: started.caller.key.map(|k| k.0),
+        model: started.model,
         request_messages: serde_json::Value::Array(request.messages),
         answer: outcome.answer,
         tool_calls: (!outcome.tool_calls.is_empty())
@@ -277,6 +296,6 @@ fn chat_log_record(
         queue_ms: outcome.timings.queue_ms,
         ttft_ms: outcome.timings.ttft_ms,
         total_ms: outcome.timings.total_ms,
-        created_at,
+        created_at: started.received_at,
     }
 }

@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::request::ClientTools;
-use crate::ocr::{ImageRequest, OcrService, UrlType};
+use crate::ocr::{ImageRequest, OcrService, Requester, UrlType};
 use crate::prompts::Prompts;
 use crate::store::LogWriter;
 
@@ -118,11 +118,11 @@ impl ToolBox {
 
     /// Runs one call. Errors (a bad argument, a refused URL, not an image) become the tool's
     /// content, so the model can tell the user; they never end the stream.
-    pub async fn run(&self, request_id: &str, call: &ToolCall) -> ToolOutput {
+    pub async fn run(&self, requester: Requester<'_>, call: &ToolCall) -> ToolOutput {
         let outcome = match self.parse(call) {
             Ok(image) => self
                 .ocr
-                .recognize_logged(&self.log, request_id, image)
+                .recognize_logged(&self.log, requester, image)
                 .await
                 .map_err(|e| (e.code(), e.to_string())),
             Err(err) => Err(err),

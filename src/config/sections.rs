@@ -25,6 +25,10 @@ pub struct ServerConfig {
     pub body_read_timeout_ms: u64,
     /// A connection with no request in progress is closed after this.
     pub idle_timeout_ms: u64,
+    /// An answer whose client takes none of its waiting events for this long ends as
+    /// `client_too_slow` (the upstream is cancelled); a connection whose writes stay blocked
+    /// for twice this is closed.
+    pub client_write_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -37,6 +41,7 @@ impl Default for ServerConfig {
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 30_000,
             idle_timeout_ms: 60_000,
+            client_write_timeout_ms: 30_000,
         }
     }
 }
@@ -48,6 +53,9 @@ pub struct AuthConfig {
     pub keys: Vec<String>,
     /// Environment variable with more keys, comma-separated.
     pub keys_env: String,
+    /// Keys (or `sha256:HEX`) that work like any key and may also read and correct every
+    /// client's OCR results and jobs.
+    pub admin_keys: Vec<String>,
     /// Run without keys on a non-loopback bind (refused otherwise).
     pub disabled: bool,
 }
@@ -57,6 +65,7 @@ impl Default for AuthConfig {
         Self {
             keys: Vec::new(),
             keys_env: "CHAT_PROXY_CLIENT_KEYS".into(),
+            admin_keys: Vec::new(),
             disabled: false,
         }
     }
@@ -167,6 +176,11 @@ pub struct LimitsConfig {
     pub per_key_requests_per_minute: u32,
     /// Requests one client may start in a burst before the per-minute rate applies.
     pub per_key_burst: u32,
+    /// Answer bytes one exchange may hold for a client that does not keep up; past it the
+    /// answer ends as `client_too_slow`.
+    pub max_buffered_answer_bytes: usize,
+    /// The same over every exchange together.
+    pub max_buffered_answer_bytes_total: usize,
 }
 
 impl Default for LimitsConfig {
@@ -180,6 +194,8 @@ impl Default for LimitsConfig {
             per_key_max_concurrent: 0,
             per_key_requests_per_minute: 0,
             per_key_burst: 10,
+            max_buffered_answer_bytes: 1024 * 1024,
+            max_buffered_answer_bytes_total: 256 * 1024 * 1024,
         }
     }
 }
@@ -241,6 +257,24 @@ pub struct WriterConfig {
     pub retry_max_ms: u64,
     /// On shutdown, how long to keep trying the database before spilling the rest.
     pub drain_timeout_ms: u64,
+    /// Folder of the crash journal: each exchange's start and end, so that a `kill -9` loses
+    /// no row (the next start stores what it holds). Empty: `journal` beside the spill file.
+    pub journal_dir: PathBuf,
+    /// The journal is synced to disk at most this long after a line is written.
+    pub journal_sync_ms: u64,
+}
+
+impl WriterConfig {
+    /// `journal_dir`, or `journal` beside the spill file when it is empty.
+    pub fn journal_dir(&self) -> PathBuf {
+        if !self.journal_dir.as_os_str().is_empty() {
+            return self.journal_dir.clone();
+        }
+        match self.spill_path.parent() {
+            Some(folder) => folder.join("journal"),
+            None => PathBuf::from("journal"),
+        }
+    }
 }
 
 impl Default for WriterConfig {
@@ -253,6 +287,8 @@ impl Default for WriterConfig {
             retry_initial_ms: 100,
             retry_max_ms: 5_000,
             drain_timeout_ms: 5_000,
+            journal_dir: PathBuf::new(),
+            journal_sync_ms: 10,
         }
     }
 }
@@ -270,7 +306,8 @@ pub struct OcrConfig {
     pub preload: bool,
     /// Largest image accepted, downloaded or uploaded.
     pub max_image_bytes: usize,
-    /// Largest decoded image, width times height (decompression bombs are refused).
+    /// Largest image decoded, width times height; larger ones are refused before decoding
+    /// (decompression bombs). Pages over 12 M pixels are scaled down to that for recognition.
     pub max_pixels: u64,
     pub connect_timeout_ms: u64,
     /// The whole download.
@@ -288,6 +325,11 @@ pub struct OcrConfig {
     pub timeout_ms: u64,
     /// Most images in one `POST /ocr/jobs`.
     pub max_job_items: usize,
+    /// Job items not yet started that one client (key, or address without keys) may have;
+    /// a job past it gets 429 with `Retry-After`.
+    pub max_pending_items_per_key: usize,
+    /// The same over every client together.
+    pub max_pending_items: usize,
 }
 
 impl Default for OcrConfig {
@@ -298,7 +340,7 @@ impl Default for OcrConfig {
             pool_size: 0,
             preload: true,
             max_image_bytes: 10 * 1024 * 1024,
-            max_pixels: 40_000_000,
+            max_pixels: 25_000_000,
             connect_timeout_ms: 3_000,
             fetch_timeout_ms: 15_000,
             max_redirects: 3,
@@ -308,6 +350,8 @@ impl Default for OcrConfig {
             default_url_type: "oss".into(),
             timeout_ms: 60_000,
             max_job_items: 1_000,
+            max_pending_items_per_key: 2_000,
+            max_pending_items: 10_000,
         }
     }
 }

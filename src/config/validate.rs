@@ -12,19 +12,21 @@ impl Config {
             .parse::<SocketAddr>()
             .map_err(|e| key_error("server.bind", format!("`{}`: {e}", self.server.bind)))?;
         positive("server.keepalive_ms", self.server.keepalive_ms)?;
-        for key in &self.auth.keys {
-            if let Some(hex) = key.strip_prefix("sha256:") {
-                if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        for (config_key, keys) in [
+            ("auth.keys", &self.auth.keys),
+            ("auth.admin_keys", &self.auth.admin_keys),
+        ] {
+            for key in keys {
+                if let Some(hex) = key.strip_prefix("sha256:") {
+                    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        return Err(key_error(config_key, "a `sha256:` key needs 64 hex digits"));
+                    }
+                } else if key.len() < 16 {
                     return Err(key_error(
-                        "auth.keys",
-                        "a `sha256:` key needs 64 hex digits",
+                        config_key,
+                        "a key must be at least 16 characters",
                     ));
                 }
-            } else if key.len() < 16 {
-                return Err(key_error(
-                    "auth.keys",
-                    "a key must be at least 16 characters",
-                ));
             }
         }
         positive("server.max_body_bytes", self.server.max_body_bytes as u64)?;
@@ -37,6 +39,10 @@ impl Config {
             self.server.body_read_timeout_ms,
         )?;
         positive("server.idle_timeout_ms", self.server.idle_timeout_ms)?;
+        positive(
+            "server.client_write_timeout_ms",
+            self.server.client_write_timeout_ms,
+        )?;
         if self.limits.per_key_requests_per_minute > 0 {
             positive("limits.per_key_burst", self.limits.per_key_burst.into())?;
         }
@@ -128,6 +134,16 @@ impl Config {
         positive("limits.queue_timeout_ms", self.limits.queue_timeout_ms)?;
         positive("limits.max_messages", self.limits.max_messages as u64)?;
         positive("limits.max_input_chars", self.limits.max_input_chars as u64)?;
+        positive(
+            "limits.max_buffered_answer_bytes",
+            self.limits.max_buffered_answer_bytes as u64,
+        )?;
+        if self.limits.max_buffered_answer_bytes_total < self.limits.max_buffered_answer_bytes {
+            return Err(key_error(
+                "limits.max_buffered_answer_bytes_total",
+                "must be at least limits.max_buffered_answer_bytes",
+            ));
+        }
         let db = &self.database.url;
         if !(db.starts_with("sqlite:")
             || db.starts_with("mysql://")
@@ -145,6 +161,7 @@ impl Config {
         positive("writer.queue_capacity", self.writer.queue_capacity as u64)?;
         positive("writer.batch_size", self.writer.batch_size as u64)?;
         positive("writer.flush_ms", self.writer.flush_ms)?;
+        positive("writer.journal_sync_ms", self.writer.journal_sync_ms)?;
         positive("writer.retry_initial_ms", self.writer.retry_initial_ms)?;
         if self.writer.retry_max_ms < self.writer.retry_initial_ms {
             return Err(key_error(
@@ -164,6 +181,18 @@ impl Config {
         positive("ocr.fetch_timeout_ms", self.ocr.fetch_timeout_ms)?;
         positive("ocr.timeout_ms", self.ocr.timeout_ms)?;
         positive("ocr.max_job_items", self.ocr.max_job_items as u64)?;
+        if self.ocr.max_pending_items_per_key < self.ocr.max_job_items {
+            return Err(key_error(
+                "ocr.max_pending_items_per_key",
+                "must be at least ocr.max_job_items, or no full job could start",
+            ));
+        }
+        if self.ocr.max_pending_items < self.ocr.max_pending_items_per_key {
+            return Err(key_error(
+                "ocr.max_pending_items",
+                "must be at least ocr.max_pending_items_per_key",
+            ));
+        }
         positive("tools.max_rounds", self.tools.max_rounds as u64)?;
         if !crate::ocr::UrlType::NAMES.contains(&self.ocr.default_url_type.as_str()) {
             return Err(key_error(

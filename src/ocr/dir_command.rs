@@ -85,7 +85,11 @@ async fn one_file(
     };
     let recognition = ocr
         .recognize(
-            run_id,
+            super::Requester {
+                request_id: run_id,
+                client_key_id: None,
+                priority: super::Priority::Batch,
+            },
             ImageRequest {
                 url_type: UrlType::Local,
                 image_url: file.clone(),

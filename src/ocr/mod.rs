@@ -7,8 +7,10 @@ pub mod dir_command;
 pub mod extract;
 pub mod fetch;
 pub mod http_jobs;
+pub mod owner;
 pub mod pool;
 pub mod prepare;
+pub mod slots;
 pub mod ssrf;
 pub mod worker;
 
@@ -27,7 +29,9 @@ use crate::store::{LogWriter, OcrResultRecord};
 
 pub use extract::Fund;
 pub use fetch::{ImageFetcher, UrlType};
+pub use owner::{Access, Requester};
 pub use pool::EnginePool;
+pub use slots::{PageSlots, Priority};
 pub use worker::WorkerCommand;
 
 /// Results kept in memory for `GET /ocr/{id}` before (and after) their row is written.
@@ -112,6 +116,8 @@ pub struct OcrService {
     config: Arc<OcrConfig>,
     fetcher: ImageFetcher,
     pool: EnginePool,
+    /// One per engine: what bounds the memory of images being decoded and recognised.
+    slots: PageSlots,
     recent: Mutex<Recent>,
     metrics: OcrMetrics,
 }
@@ -125,7 +131,8 @@ pub struct Recognition {
 #[derive(Default)]
 struct Recent {
     order: VecDeque<String>,
-    by_id: HashMap<String, OcrResult>,
+    /// Each result with the key id that made it.
+    by_id: HashMap<String, (Option<String>, OcrResult)>,
 }
 
 impl OcrService {
@@ -143,6 +150,7 @@ impl OcrService {
                 config.timeout_ms,
                 lifecycle.clone(),
             ),
+            slots: PageSlots::new(config.engines()),
             config,
             recent: Mutex::new(Recent::default()),
             metrics: OcrMetrics::default(),
@@ -167,16 +175,16 @@ impl OcrService {
     pub async fn recognize_logged(
         &self,
         log: &LogWriter,
-        request_id: &str,
+        requester: Requester<'_>,
         image: ImageRequest,
     ) -> Result<OcrResult, OcrError> {
-        let recognition = self.recognize(request_id, image).await;
+        let recognition = self.recognize(requester, image).await;
         log.submit(recognition.record);
         recognition.outcome
     }
 
     /// Fetches, recognises and extracts, within `ocr.timeout_ms`.
-    pub async fn recognize(&self, request_id: &str, image: ImageRequest) -> Recognition {
+    pub async fn recognize(&self, requester: Requester<'_>, image: ImageRequest) -> Recognition {
         let started = Instant::now();
         let created_at = Utc::now();
         // Time-ordered, like request ids: `ocr_results.ocr_id` is a unique index.
@@ -185,7 +193,13 @@ impl OcrService {
         let deadline = tokio::time::Instant::now() + ms(limit);
         let mut fetch_ms = None;
         let mut ocr_ms = None;
-        let run = self.run(&image, deadline, &mut fetch_ms, &mut ocr_ms);
+        let run = self.run(
+            &image,
+            requester.priority,
+            deadline,
+            &mut fetch_ms,
+            &mut ocr_ms,
+        );
         let outcome = tokio::time::timeout_at(deadline, run)
             .await
             .unwrap_or(Err(OcrError::Timeout(limit)));
@@ -204,7 +218,8 @@ impl OcrService {
         let first = funds.first();
         let record = OcrResultRecord {
             ocr_id: id.clone(),
-            request_id: request_id.to_owned(),
+            request_id: requester.request_id.to_owned(),
+            client_key_id: requester.client_key_id.map(str::to_owned),
             image_url: ssrf::without_credentials(&image.image_url),
             url_type: image.url_type.as_str().to_owned(),
             status,
@@ -240,7 +255,7 @@ impl OcrService {
             url_type: image.url_type,
             created_at,
         };
-        self.remember(&result);
+        self.remember(&result, requester.client_key_id);
         Recognition {
             outcome: Ok(result),
             record,
@@ -250,6 +265,7 @@ impl OcrService {
     async fn run(
         &self,
         image: &ImageRequest,
+        priority: Priority,
         deadline: tokio::time::Instant,
         fetch_ms: &mut Option<u64>,
         ocr_ms: &mut Option<u64>,
@@ -267,20 +283,24 @@ impl OcrService {
             )));
         }
         let ocr_started = Instant::now();
+        // Held from decoding to the end of recognition: at most one page per engine exists.
+        let slot = self.slots.acquire(priority).await;
         let max_pixels = self.config.max_pixels;
         let page = tokio::task::spawn_blocking(move || prepare::prepare(&bytes, max_pixels))
             .await
             .map_err(|e| OcrError::Engine(format!("image preparation task: {e}")))??;
         let recognized = self.pool.recognize(page, deadline).await?;
+        drop(slot);
         let funds = extract::extract(&recognized.tsv);
         *ocr_ms = Some(millis(ocr_started));
         Ok((funds, recognized.text.trim().to_owned()))
     }
 
-    fn remember(&self, result: &OcrResult) {
+    fn remember(&self, result: &OcrResult, owner: Option<&str>) {
         let mut recent = self.recent.lock().expect("recent results lock");
         recent.order.push_back(result.id.clone());
-        recent.by_id.insert(result.id.clone(), result.clone());
+        let owned = (owner.map(str::to_owned), result.clone());
+        recent.by_id.insert(result.id.clone(), owned);
         while recent.order.len() > RECENT_RESULTS {
             if let Some(old) = recent.order.pop_front() {
                 recent.by_id.remove(&old);
@@ -288,14 +308,11 @@ impl OcrService {
         }
     }
 
-    /// A result of this process still in memory.
-    pub fn recent(&self, id: &str) -> Option<OcrResult> {
-        self.recent
-            .lock()
-            .expect("recent results lock")
-            .by_id
-            .get(id)
-            .cloned()
+    /// A result of this process still in memory, if `access` may see it.
+    pub fn recent(&self, id: &str, access: &Access) -> Option<OcrResult> {
+        let recent = self.recent.lock().expect("recent results lock");
+        let (owner, result) = recent.by_id.get(id)?;
+        access.allows(owner.as_deref()).then(|| result.clone())
     }
 }
 

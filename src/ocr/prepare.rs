@@ -26,6 +26,11 @@ const FORMATS: [ImageFormat; 6] = [
 /// A pixel is ink when darker than its neighbourhood's mean by this fraction.
 const BRADLEY_T: f32 = 0.15;
 
+/// The most pixels a page is recognised at; a larger image is scaled down to it first. A phone
+/// screenshot (1440x3200 is 4.6 M) and a long scrolling capture (1080x11000) keep every pixel;
+/// beyond that, text is large enough to lose nothing.
+pub const PAGE_PIXELS: u64 = 12_000_000;
+
 /// Decodes `bytes` (at most `max_pixels` pixels) into a binarized grayscale page.
 pub fn prepare(bytes: &[u8], max_pixels: u64) -> Result<GrayImage, OcrError> {
     let reader = ImageReader::new(Cursor::new(bytes))
@@ -55,13 +60,45 @@ pub fn prepare(bytes: &[u8], max_pixels: u64) -> Result<GrayImage, OcrError> {
     let decoded = reader
         .decode()
         .map_err(|e| OcrError::Undecodable(format!("{format:?}: {e}")))?;
-    let mut gray = decoded.into_luma8();
+    let mut gray = fit(decoded.into_luma8());
     if is_dark(&gray) {
         image::imageops::invert(&mut gray);
     }
     let mut page = binarize(&gray);
     clear_bars(&mut page);
     Ok(page)
+}
+
+/// `gray`, scaled down to at most [`PAGE_PIXELS`] pixels if it is larger: each block of k x k
+/// pixels becomes their mean, for the smallest whole k that fits. Unlike a general resize (which
+/// works through a float copy of the page, 16 bytes a pixel), it needs only the result's memory.
+fn fit(gray: GrayImage) -> GrayImage {
+    let (w, h) = gray.dimensions();
+    let pixels = u64::from(w) * u64::from(h);
+    if pixels <= PAGE_PIXELS {
+        return gray;
+    }
+    let mut k = 2u32;
+    while (u64::from(w / k) * u64::from(h / k)) > PAGE_PIXELS {
+        k += 1;
+    }
+    let (out_w, out_h) = ((w / k).max(1), (h / k).max(1));
+    let area = k * k;
+    let source = gray.as_raw();
+    let stride = w as usize;
+    let mut sums = vec![0u32; out_w as usize];
+    let mut out = Vec::with_capacity(out_w as usize * out_h as usize);
+    for block_row in 0..out_h as usize {
+        sums.fill(0);
+        for y in block_row * k as usize..(block_row + 1) * k as usize {
+            let row = &source[y * stride..y * stride + (out_w * k) as usize];
+            for (sum, block) in sums.iter_mut().zip(row.chunks_exact(k as usize)) {
+                *sum += block.iter().map(|&p| u32::from(p)).sum::<u32>();
+            }
+        }
+        out.extend(sums.iter().map(|&sum| (sum / area) as u8));
+    }
+    GrayImage::from_raw(out_w, out_h, out).expect("the buffer is out_w x out_h")
 }
 
 /// Rows that are almost all ink are no text: they are the edge of a coloured band, which the
@@ -95,12 +132,14 @@ pub fn binarize(gray: &GrayImage) -> GrayImage {
     if wu == 0 || hu == 0 {
         return gray.clone();
     }
-    let mut integral = vec![0u64; (wu + 1) * (hu + 1)];
+    // `u32` sums, half the memory of `u64`: they wrap on a large page, but a window's sum is
+    // far below 2^32, and modular arithmetic gives it exactly.
+    let mut integral = vec![0u32; (wu + 1) * (hu + 1)];
     for y in 0..hu {
-        let mut row = 0u64;
+        let mut row = 0u32;
         for x in 0..wu {
-            row += u64::from(gray.get_pixel(x as u32, y as u32)[0]);
-            integral[(y + 1) * (wu + 1) + x + 1] = integral[y * (wu + 1) + x + 1] + row;
+            row = row.wrapping_add(u32::from(gray.get_pixel(x as u32, y as u32)[0]));
+            integral[(y + 1) * (wu + 1) + x + 1] = integral[y * (wu + 1) + x + 1].wrapping_add(row);
         }
     }
     let radius = (w.min(h) / 30).max(8) as usize;
@@ -111,9 +150,13 @@ pub fn binarize(gray: &GrayImage) -> GrayImage {
         let x1 = (x + radius + 1).min(wu);
         let y1 = (y + radius + 1).min(hu);
         let area = ((x1 - x0) * (y1 - y0)) as u64;
-        let sum = integral[y1 * (wu + 1) + x1] + integral[y0 * (wu + 1) + x0]
-            - integral[y0 * (wu + 1) + x1]
-            - integral[y1 * (wu + 1) + x0];
+        // Modular arithmetic: the true sum is in range, so the wrapped terms cancel out.
+        let sum = u64::from(
+            integral[y1 * (wu + 1) + x1]
+                .wrapping_add(integral[y0 * (wu + 1) + x0])
+                .wrapping_sub(integral[y0 * (wu + 1) + x1])
+                .wrapping_sub(integral[y1 * (wu + 1) + x0]),
+        );
         let pixel = u64::from(gray.get_pixel(x as u32, y as u32)[0]);
         let ink = (pixel * area) as f32 <= sum as f32 * (1.0 - BRADLEY_T);
         Luma([if ink { 0 } else { 255 }])
@@ -166,6 +209,29 @@ mod tests {
             255,
             "dark background becomes paper"
         );
+    }
+
+    #[test]
+    fn a_huge_page_is_scaled_down_to_the_recognition_size() {
+        let page = GrayImage::from_pixel(6000, 3000, Luma([250]));
+        let out = prepare(&png(&page), 40_000_000).expect("prepared");
+        assert_eq!(
+            out.dimensions(),
+            (3000, 1500),
+            "halved: the aspect ratio is kept"
+        );
+        let page = GrayImage::from_pixel(14000, 3600, Luma([250]));
+        let out = prepare(&png(&page), 60_000_000).expect("prepared");
+        assert_eq!(
+            out.dimensions(),
+            (4666, 1200),
+            "a half is still too large: a third"
+        );
+        // A block's mean: two black and two white pixels give mid-gray.
+        let checker = GrayImage::from_fn(4000, 4000, |x, y| {
+            Luma([if (x + y) % 2 == 0 { 0 } else { 254 }])
+        });
+        assert_eq!(fit(checker).get_pixel(10, 10)[0], 127);
     }
 
     #[test]

@@ -11,11 +11,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::answer::request::AnswerBody;
-use crate::answer::{AnswerEvent, AnswerRequest, Caller, Timings};
+use crate::answer::{AnswerEvent, AnswerEvents, AnswerRequest, Caller, Timings};
 use crate::auth::ClientKeyId;
 use crate::config::ms;
 use crate::error::{ApiError, ErrorBody};
@@ -127,7 +126,7 @@ pub fn caller(
 }
 
 /// `stream: false`: wait for the end and answer with one JSON, or the error's own status.
-async fn collect(mut rx: mpsc::Receiver<AnswerEvent>) -> Result<Response, ApiError> {
+async fn collect(mut rx: AnswerEvents) -> Result<Response, ApiError> {
     let mut request_id = String::new();
     let mut reply = String::new();
     while let Some(event) = rx.recv().await {

@@ -1,5 +1,6 @@
 //! The HTTP surface: one file per endpoint family, thin handlers over the library.
 
+mod access;
 pub mod answer;
 pub mod body_timeout;
 pub mod health;
@@ -37,7 +38,10 @@ pub fn router(state: AppState) -> Router {
     let routes = Router::new()
         .merge(ocr_routes)
         .route("/ocr/jobs", post(ocr_jobs::create_job))
-        .route("/ocr/jobs/{id}", get(ocr_jobs::get_job))
+        .route(
+            "/ocr/jobs/{id}",
+            get(ocr_jobs::get_job).delete(ocr_jobs::cancel_job),
+        )
         .route(
             "/ocr/{id}",
             get(ocr_results::get).patch(ocr_results::correct),
@@ -101,7 +105,7 @@ fn cors(config: &CorsConfig) -> Option<CorsLayer> {
     };
     let layer = CorsLayer::new()
         .allow_origin(origins)
-        .allow_methods([Method::GET, Method::POST, Method::PATCH])
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
         // The headers the page asks for: the `openai` JS SDK in a browser sends its own
         // (`x-stainless-*`) beside `Authorization`; the origin list is what guards the API.
         .allow_headers(AllowHeaders::mirror_request())

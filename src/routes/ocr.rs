@@ -10,8 +10,9 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::auth::ClientKeyId;
 use crate::error::{ApiError, ErrorBody};
-use crate::ocr::{ImageRequest, OcrError, OcrResult, UrlType};
+use crate::ocr::{ImageRequest, OcrError, OcrResult, Priority, Requester, UrlType};
 use crate::routes::request_id::RequestId;
 use crate::routes::{body_error, upload_limit};
 use crate::state::AppState;
@@ -97,6 +98,11 @@ pub async fn recognize(
         .get::<RequestId>()
         .map(|r| r.0.clone())
         .unwrap_or_default();
+    // The result belongs to the key that asked.
+    let owner = request
+        .extensions()
+        .get::<ClientKeyId>()
+        .map(|k| k.0.clone());
     let is_multipart = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -126,7 +132,15 @@ pub async fn recognize(
     };
     let result = state
         .ocr
-        .recognize_logged(&state.log, &request_id, image)
+        .recognize_logged(
+            &state.log,
+            Requester {
+                request_id: &request_id,
+                client_key_id: owner.as_deref(),
+                priority: Priority::Interactive,
+            },
+            image,
+        )
         .await
         .map_err(|e| ApiError::from(&e))?;
     Ok((StatusCode::OK, Json(result)).into_response())

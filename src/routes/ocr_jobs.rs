@@ -1,15 +1,21 @@
-//! `POST /ocr/jobs` starts a batch of OCR runs in the background; `GET /ocr/jobs/{id}` follows it.
+//! `POST /ocr/jobs` starts a batch of OCR runs in the background; `GET /ocr/jobs/{id}` follows
+//! it and `DELETE /ocr/jobs/{id}` cancels what has not started.
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Extension, Path, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Extension, Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::auth::ClientKeyId;
 use crate::error::{ApiError, ErrorBody};
-use crate::ocr::http_jobs::Job;
+use crate::ocr::Access;
+use crate::ocr::http_jobs::{Job, JobOwner};
+use crate::routes::answer::caller;
 use crate::routes::ocr::{ImageBody, parse_item};
 use crate::routes::read_body;
 use crate::routes::request_id::RequestId;
@@ -50,6 +56,7 @@ pub struct JobCreated {
         (status = 403, description = "From a web page of another origin (`origin_not_allowed`)", body = ErrorBody),
         (status = 413, description = "Body larger than `server.max_body_bytes`", body = ErrorBody),
         (status = 408, description = "The body did not arrive within `server.body_read_timeout_ms` (`body_timeout`)", body = ErrorBody),
+        (status = 429, description = "Too many job items already wait, for this client (`ocr.max_pending_items_per_key`) or in all (`ocr.max_pending_items`); see Retry-After", body = ErrorBody),
         (status = 503, description = "Shutting down", body = ErrorBody),
     ),
     security((), ("client_key" = [])),
@@ -57,6 +64,8 @@ pub struct JobCreated {
 pub async fn create_job(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,
+    client_key: Option<Extension<ClientKeyId>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<JobCreated>), ApiError> {
     let body = read_body(body, state.config.server.max_body_bytes)?;
@@ -97,13 +106,22 @@ pub async fn create_job(
         return Err(ApiError::shutting_down());
     }
     let total = images.len();
-    let job_id = state.jobs.start(
-        state.ocr.clone(),
-        state.log.clone(),
-        request_id,
-        images,
-        &state.lifecycle,
-    );
+    let caller = caller(client_key, peer);
+    let owner = JobOwner {
+        client: caller.limit_key(),
+        key: caller.key.map(|k| k.0),
+    };
+    let job_id = state
+        .jobs
+        .start(
+            state.ocr.clone(),
+            state.log.clone(),
+            request_id,
+            owner,
+            images,
+            &state.lifecycle,
+        )
+        .map_err(|refused| ApiError::from(&refused))?;
     let status_url = format!("/ocr/jobs/{job_id}");
     Ok((
         StatusCode::ACCEPTED,
@@ -131,13 +149,47 @@ pub async fn create_job(
 )]
 pub async fn get_job(
     State(state): State<AppState>,
+    access: Access,
     Path(id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
-    state.jobs.get(&id).map(Json).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no OCR job `{id}`"),
-        )
-    })
+    state
+        .jobs
+        .get(&id, &access)
+        .map(Json)
+        .ok_or_else(|| job_not_found(&id))
+}
+
+/// Cancels a job's items that have not started; those running finish (and are logged).
+#[utoipa::path(
+    delete,
+    path = "/ocr/jobs/{id}",
+    tag = "ocr",
+    params(("id" = String, Path, description = "The job id from `POST /ocr/jobs`")),
+    responses(
+        (status = 200, description = "The job, cancelled (a finished job is left as it was)", body = Job),
+        (status = 401, description = "Missing or wrong client API key", body = ErrorBody),
+        (status = 403, description = "From a web page of another origin (`origin_not_allowed`)", body = ErrorBody),
+        (status = 404, description = "No such job, or not this key's (only the key that made a job may cancel it)", body = ErrorBody),
+    ),
+    security((), ("client_key" = [])),
+)]
+pub async fn cancel_job(
+    State(state): State<AppState>,
+    client_key: Option<Extension<ClientKeyId>>,
+    Path(id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
+    let owner = client_key.map(|Extension(key)| key.0);
+    state
+        .jobs
+        .cancel(&id, owner.as_deref())
+        .map(Json)
+        .ok_or_else(|| job_not_found(&id))
+}
+
+fn job_not_found(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no OCR job `{id}`"),
+    )
 }

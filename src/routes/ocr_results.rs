@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ErrorBody};
-use crate::ocr::OcrData;
+use crate::ocr::{Access, OcrData};
 use crate::routes::read_body;
 use crate::state::AppState;
 
@@ -51,10 +51,15 @@ pub struct OcrResultView {
 )]
 pub async fn get(
     State(state): State<AppState>,
+    access: Access,
     Path(id): Path<String>,
 ) -> Result<Json<OcrResultView>, ApiError> {
     let stored = state.database.ocr_result(&id).await.map_err(store_error)?;
     if let Some(row) = stored {
+        // Another key's result is answered as if it did not exist.
+        if !access.allows(row.client_key_id.as_deref()) {
+            return Err(not_found(&id));
+        }
         let funds = row
             .funds
             .as_deref()
@@ -80,7 +85,7 @@ pub async fn get(
             updated_at: Some(row.updated_at),
         }));
     }
-    match state.ocr.recent(&id) {
+    match state.ocr.recent(&id, &access) {
         Some(result) => Ok(Json(OcrResultView {
             id: result.id,
             request_id: None,
@@ -176,6 +181,7 @@ impl TryFrom<Correction> for CheckedCorrection {
 )]
 pub async fn correct(
     State(state): State<AppState>,
+    access: Access,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<OcrResultView>, ApiError> {
@@ -191,13 +197,14 @@ pub async fn correct(
         .database
         .correct_ocr_result(
             &id,
+            access.only_owner(),
             correction.fund_code.as_deref(),
             correction.hold_share.as_deref(),
         )
         .await
         .map_err(store_error)?;
     if !found {
-        if state.ocr.recent(&id).is_some() {
+        if state.ocr.recent(&id, &access).is_some() {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "not_stored_yet",
@@ -207,7 +214,7 @@ pub async fn correct(
         }
         return Err(not_found(&id));
     }
-    get(State(state), Path(id)).await
+    get(State(state), access, Path(id)).await
 }
 
 fn not_found(id: &str) -> ApiError {

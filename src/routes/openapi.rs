@@ -24,6 +24,7 @@ use crate::routes::{answer, health, metrics, ocr, ocr_jobs, ocr_results, openai}
         ocr_results::correct,
         ocr_jobs::create_job,
         ocr_jobs::get_job,
+        ocr_jobs::cancel_job,
         health::health,
         health::actuator_health,
         metrics::metrics,

@@ -17,10 +17,9 @@ use axum::response::Response;
 use bytes::{BufMut as _, BytesMut};
 use http_body::{Body, Frame};
 use serde::Serialize;
-use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
-use crate::answer::AnswerEvent;
+use crate::answer::{AnswerEvent, AnswerEvents};
 use crate::error::ErrorDetail;
 
 /// Past this many bytes in one frame, the rest waits for the next frame.
@@ -54,7 +53,7 @@ impl EventEncoder for NamedEvents {
 
 pub struct EventStream<E = NamedEvents> {
     encoder: E,
-    events: mpsc::Receiver<AnswerEvent>,
+    events: AnswerEvents,
     keep_alive: Duration,
     idle: Pin<Box<Sleep>>,
     ended: bool,
@@ -63,17 +62,13 @@ pub struct EventStream<E = NamedEvents> {
 }
 
 impl EventStream {
-    pub fn new(events: mpsc::Receiver<AnswerEvent>, keep_alive: Duration) -> Self {
+    pub fn new(events: AnswerEvents, keep_alive: Duration) -> Self {
         Self::with_encoder(NamedEvents, events, keep_alive)
     }
 }
 
 impl<E: EventEncoder> EventStream<E> {
-    pub fn with_encoder(
-        encoder: E,
-        events: mpsc::Receiver<AnswerEvent>,
-        keep_alive: Duration,
-    ) -> Self {
+    pub fn with_encoder(encoder: E, events: AnswerEvents, keep_alive: Duration) -> Self {
         Self {
             encoder,
             events,
@@ -88,7 +83,7 @@ impl<E: EventEncoder> EventStream<E> {
 /// The response of a streamed answer: its headers go out at once, its events as they come.
 pub fn response<E: EventEncoder>(
     encoder: E,
-    events: mpsc::Receiver<AnswerEvent>,
+    events: AnswerEvents,
     keep_alive: Duration,
 ) -> Response {
     let body = EventStream::with_encoder(encoder, events, keep_alive);
@@ -230,6 +225,7 @@ mod tests {
     use std::future::poll_fn;
 
     use super::*;
+    use crate::answer::backlog::test_channel;
     use crate::answer::{DoneInfo, Meta, Timings};
 
     async fn next_frame(body: &mut EventStream) -> Option<String> {
@@ -243,7 +239,7 @@ mod tests {
 
     #[tokio::test]
     async fn waiting_events_share_one_frame_in_order() {
-        let (tx, rx) = mpsc::channel(32);
+        let (tx, rx) = test_channel();
         let mut body = EventStream::new(rx, Duration::from_secs(60));
         tx.send(AnswerEvent::Meta(Box::new(Meta {
             request_id: "r1".into(),
@@ -279,7 +275,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_error_event_ends_the_body_and_a_closed_channel_too() {
-        let (tx, rx) = mpsc::channel(32);
+        let (tx, rx) = test_channel();
         let mut body = EventStream::new(rx, Duration::from_secs(60));
         tx.send(AnswerEvent::Failed(Box::new(
             crate::answer::ExchangeError::ShuttingDown,
@@ -291,7 +287,7 @@ mod tests {
         assert!(body.is_end_stream());
         assert_eq!(next_frame(&mut body).await, None);
 
-        let (tx, rx) = mpsc::channel(32);
+        let (tx, rx) = test_channel();
         let mut body = EventStream::new(rx, Duration::from_secs(60));
         tx.send(AnswerEvent::Delta("partial".into()))
             .await
@@ -332,13 +328,13 @@ mod tests {
 
     #[test]
     fn a_channel_slot_stays_small() {
-        // Each open stream allocates 32 slots up front; only `Delta` and `Queued` are inline.
+        // A channel allocates its slots 32 at a time; only `Delta` and `Queued` are inline.
         assert!(std::mem::size_of::<AnswerEvent>() <= 32);
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_idle_stream_gets_a_comment_each_interval() {
-        let (tx, rx) = mpsc::channel(32);
+        let (tx, rx) = test_channel();
         let mut body = EventStream::new(rx, Duration::from_secs(15));
         let started = Instant::now();
         assert_eq!(next_frame(&mut body).await.as_deref(), Some(":\n\n"));

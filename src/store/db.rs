@@ -176,6 +176,7 @@ mod tests {
 
     fn chat_row(request_id: String) -> ChatLogRecord {
         ChatLogRecord {
+            log_id: request_id.clone(),
             request_id,
             api: "answer".into(),
             session_id: None,

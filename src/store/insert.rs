@@ -14,14 +14,14 @@ use super::records::{ChatLogRecord, OcrResultRecord};
 /// 7 statement shapes per table in all, each kept prepared on its connection.
 const STATEMENT_ROWS: usize = 64;
 
-const CHAT_COLUMNS: &str = "request_id, session_id, user_id, client_key_id, model, \
+const CHAT_COLUMNS: &str = "log_id, request_id, session_id, user_id, client_key_id, model, \
     request_messages, answer, tool_calls, status, error_code, error_message, finish_reason, \
     prompt_tokens, completion_tokens, queue_ms, ttft_ms, total_ms, created_at, api";
-const CHAT_COLUMN_COUNT: usize = 19;
+const CHAT_COLUMN_COUNT: usize = 20;
 
-const OCR_COLUMNS: &str = "ocr_id, request_id, image_url, url_type, status, error_code, \
+const OCR_COLUMNS: &str = "ocr_id, request_id, client_key_id, image_url, url_type, status, error_code, \
     ocr_fund_code, ocr_hold_share, funds, ocr_text, fetch_ms, ocr_ms, elapsed_ms, created_at, updated_at";
-const OCR_COLUMN_COUNT: usize = 15;
+const OCR_COLUMN_COUNT: usize = 16;
 
 // SQLite allows 32,766 bind parameters in one statement (MySQL 65,535).
 const _: () = assert!(STATEMENT_ROWS * CHAT_COLUMN_COUNT <= 32_766);
@@ -106,7 +106,7 @@ impl InsertSql {
 }
 
 pub(super) static CHAT_INSERT: InsertSql =
-    InsertSql::new("chat_logs", CHAT_COLUMNS, CHAT_COLUMN_COUNT, "request_id");
+    InsertSql::new("chat_logs", CHAT_COLUMNS, CHAT_COLUMN_COUNT, "log_id");
 pub(super) static OCR_INSERT: InsertSql =
     InsertSql::new("ocr_results", OCR_COLUMNS, OCR_COLUMN_COUNT, "ocr_id");
 
@@ -169,6 +169,7 @@ where
     for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
     for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
 {
+    arguments.add(r.log_id.as_str())?;
     arguments.add(r.request_id.as_str())?;
     arguments.add(r.session_id.as_deref())?;
     arguments.add(r.user_id.as_deref())?;
@@ -206,6 +207,7 @@ where
 {
     arguments.add(r.ocr_id.as_str())?;
     arguments.add(r.request_id.as_str())?;
+    arguments.add(r.client_key_id.as_deref())?;
     arguments.add(r.image_url.as_str())?;
     arguments.add(r.url_type.as_str())?;
     arguments.add(r.status.as_str())?;

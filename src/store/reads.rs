@@ -9,6 +9,7 @@ use super::db::{Database, StoreError};
 /// A `chat_logs` row as read back (for `/health` checks, tests and operators).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredChatLog {
+    pub log_id: String,
     pub request_id: String,
     pub api: String,
     pub client_key_id: Option<String>,
@@ -28,6 +29,8 @@ pub struct StoredChatLog {
 pub struct StoredOcrResult {
     pub ocr_id: String,
     pub request_id: String,
+    /// The key id that made it (none without keys).
+    pub client_key_id: Option<String>,
     pub image_url: String,
     pub url_type: String,
     pub status: String,
@@ -60,9 +63,11 @@ impl Database {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
+    /// The first row with this `request_id` (a client may reuse one).
     pub async fn chat_log(&self, request_id: &str) -> Result<Option<StoredChatLog>, StoreError> {
-        const SQL: &str = "SELECT request_id, api, client_key_id, session_id, user_id, model, request_messages, \
-            answer, tool_calls, status, error_code, finish_reason FROM chat_logs WHERE request_id = ?";
+        const SQL: &str = "SELECT log_id, request_id, api, client_key_id, session_id, user_id, model, \
+            request_messages, answer, tool_calls, status, error_code, finish_reason \
+            FROM chat_logs WHERE request_id = ? ORDER BY id LIMIT 1";
         Ok(match self {
             Self::MySql(pool) => sqlx::query(SQL)
                 .bind(request_id)
@@ -81,8 +86,9 @@ impl Database {
 
     /// Every `chat_logs` row, oldest first.
     pub async fn chat_logs(&self) -> Result<Vec<StoredChatLog>, StoreError> {
-        const SQL: &str = "SELECT request_id, api, client_key_id, session_id, user_id, model, request_messages, \
-            answer, tool_calls, status, error_code, finish_reason FROM chat_logs ORDER BY id";
+        const SQL: &str = "SELECT log_id, request_id, api, client_key_id, session_id, user_id, model, \
+            request_messages, answer, tool_calls, status, error_code, finish_reason \
+            FROM chat_logs ORDER BY id";
         let rows = match self {
             Self::MySql(pool) => sqlx::query(SQL)
                 .fetch_all(pool)
@@ -102,7 +108,7 @@ impl Database {
 
     pub async fn ocr_result(&self, ocr_id: &str) -> Result<Option<StoredOcrResult>, StoreError> {
         // The CAST reads MySQL's unsigned column as i64; SQLite takes it as a no-op.
-        const SQL: &str = "SELECT ocr_id, request_id, image_url, url_type, status, error_code, \
+        const SQL: &str = "SELECT ocr_id, request_id, client_key_id, image_url, url_type, status, error_code, \
             ocr_fund_code, ocr_hold_share, funds, ocr_text, update_fund_code, update_hold_share, \
             CAST(elapsed_ms AS SIGNED) AS elapsed_ms, created_at, updated_at \
             FROM ocr_results WHERE ocr_id = ?";
@@ -123,16 +129,18 @@ impl Database {
     }
 
     /// Stores a person's correction beside the OCR's own values (which stay). Returns whether
-    /// the row exists.
+    /// the row exists and, when `owner` is given, belongs to that key id.
     pub async fn correct_ocr_result(
         &self,
         ocr_id: &str,
+        owner: Option<&str>,
         fund_code: Option<&str>,
         hold_share: Option<&str>,
     ) -> Result<bool, StoreError> {
         const SQL: &str = "UPDATE ocr_results SET \
             update_fund_code = COALESCE(?, update_fund_code), \
-            update_hold_share = COALESCE(?, update_hold_share), updated_at = ? WHERE ocr_id = ?";
+            update_hold_share = COALESCE(?, update_hold_share), updated_at = ? \
+            WHERE ocr_id = ? AND (? IS NULL OR client_key_id = ?)";
         let now = Utc::now();
         let affected = match self {
             Self::MySql(pool) => sqlx::query(SQL)
@@ -140,6 +148,8 @@ impl Database {
                 .bind(hold_share)
                 .bind(now)
                 .bind(ocr_id)
+                .bind(owner)
+                .bind(owner)
                 .execute(pool)
                 .await?
                 .rows_affected(),
@@ -148,6 +158,8 @@ impl Database {
                 .bind(hold_share)
                 .bind(now)
                 .bind(ocr_id)
+                .bind(owner)
+                .bind(owner)
                 .execute(pool)
                 .await?
                 .rows_affected(),
@@ -164,6 +176,7 @@ where
     for<'r> Option<String>: sqlx::Decode<'r, R::Database> + Type<R::Database>,
 {
     Ok(StoredChatLog {
+        log_id: row.try_get("log_id")?,
         request_id: row.try_get("request_id")?,
         api: row.try_get("api")?,
         client_key_id: row.try_get("client_key_id")?,
@@ -191,6 +204,7 @@ where
     Ok(StoredOcrResult {
         ocr_id: row.try_get("ocr_id")?,
         request_id: row.try_get("request_id")?,
+        client_key_id: row.try_get("client_key_id")?,
         image_url: row.try_get("image_url")?,
         url_type: row.try_get("url_type")?,
         status: row.try_get("status")?,

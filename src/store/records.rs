@@ -13,9 +13,15 @@ pub enum LogRecord {
     OcrResults(OcrResultRecord),
 }
 
-/// One exchange. `request_id` is unique, so writing it twice keeps one row.
+/// One exchange. `log_id` is unique, so writing it twice keeps one row.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatLogRecord {
+    /// The server's id for this exchange's row. Records spilled before it existed take their
+    /// `request_id` (see [`LogRecord::upgrade`]), as the migration did for stored rows.
+    #[serde(default)]
+    pub log_id: String,
+    /// The request id the client saw (its `x-request-id`, or one the server made); a client
+    /// may reuse one, so it is not unique.
     pub request_id: String,
     /// The front door: `answer` or `openai`. Records spilled before it existed were `answer`.
     #[serde(default = "answer_api")]
@@ -30,7 +36,8 @@ pub struct ChatLogRecord {
     /// The answer as far as it got.
     pub answer: String,
     pub tool_calls: Option<Value>,
-    /// `ok`, `error`, `cancelled`, `queue_timeout`, `shutting_down`.
+    /// `ok`, `error`, `cancelled`, `queue_timeout`, `shutting_down`, `client_too_slow`,
+    /// `interrupted` (the process stopped mid-exchange; written from the journal).
     pub status: String,
     pub error_code: Option<String>,
     pub error_message: Option<String>,
@@ -53,6 +60,9 @@ fn answer_api() -> String {
 pub struct OcrResultRecord {
     pub ocr_id: String,
     pub request_id: String,
+    /// The id of the client key that asked (through `/ocr`, a job or a tool call of `/answer`).
+    #[serde(default)]
+    pub client_key_id: Option<String>,
     pub image_url: String,
     pub url_type: String,
     /// `ok` or the error's code.
@@ -73,9 +83,19 @@ impl LogRecord {
     /// The key that makes a replay idempotent.
     pub fn key(&self) -> &str {
         match self {
-            Self::ChatLogs(r) => &r.request_id,
+            Self::ChatLogs(r) => &r.log_id,
             Self::OcrResults(r) => &r.ocr_id,
         }
+    }
+
+    /// A record read back from a file written by an older version, brought up to date.
+    pub fn upgrade(mut self) -> Self {
+        if let Self::ChatLogs(r) = &mut self
+            && r.log_id.is_empty()
+        {
+            r.log_id.clone_from(&r.request_id);
+        }
+        self
     }
 }
 

@@ -104,7 +104,7 @@ pub fn read_records(path: &Path) -> io::Result<Vec<LogRecord>> {
             continue;
         }
         match serde_json::from_str(&line) {
-            Ok(record) => records.push(record),
+            Ok(record) => records.push(LogRecord::upgrade(record)),
             Err(err) => tracing::error!(
                 file = %path.display(), line = number + 1, error = %err,
                 "skipping an unreadable spill record"

@@ -18,7 +18,8 @@ use crate::config::{WriterConfig, ms};
 use crate::lifecycle::Lifecycle;
 
 use super::db::{Database, StoreError};
-use super::records::LogRecord;
+use super::journal::{self, Journal};
+use super::records::{ChatLogRecord, LogRecord};
 use super::spill::{SpillFile, read_records};
 
 /// Counters for `/health`.
@@ -55,14 +56,16 @@ pub struct LogWriter {
     capacity: usize,
     spill: Arc<SpillFile>,
     counters: Arc<Counters>,
+    /// Every exchange's start and end, synced to disk in groups: what a crash cannot take.
+    journal: Journal,
     closing: CancellationToken,
     task: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
 }
 
 impl LogWriter {
-    /// Starts the writer task. It connects, migrates and replays any spill file left by an
-    /// earlier run as soon as the database answers.
-    /// The task is a service of `lifecycle`: [`LogWriter::shutdown`] stops it.
+    /// Starts the writer task. What a crashed run left in the journal goes to the spill file
+    /// first; the task connects, migrates and replays the spill file as soon as the database
+    /// answers. The task is a service of `lifecycle`: [`LogWriter::shutdown`] stops it.
     pub fn start(
         db: Database,
         config: &WriterConfig,
@@ -70,6 +73,20 @@ impl LogWriter {
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel(config.queue_capacity);
         let spill = Arc::new(SpillFile::new(config.spill_path.clone())?);
+        let journal_dir = config.journal_dir();
+        let recovered = journal::recover(&journal_dir)?;
+        if !recovered.is_empty() {
+            let interrupted = recovered.iter().filter(|r| r.status == INTERRUPTED).count();
+            let records: Vec<LogRecord> = recovered.into_iter().map(LogRecord::from).collect();
+            spill.append(&records)?;
+            journal::clear(&journal_dir)?;
+            tracing::warn!(
+                exchanges = records.len(),
+                interrupted,
+                "log writer: the last run stopped without draining; its journaled exchanges will be stored"
+            );
+        }
+        let journal = Journal::start(&journal_dir, ms(config.journal_sync_ms))?;
         let counters = Arc::new(Counters::default());
         let closing = CancellationToken::new();
         let task = WriterTask {
@@ -78,6 +95,7 @@ impl LogWriter {
             rx_closed: false,
             spill: spill.clone(),
             counters: counters.clone(),
+            journal: journal.clone(),
             closing: closing.clone(),
             closing_since: None,
             migrated: false,
@@ -93,15 +111,25 @@ impl LogWriter {
             capacity: config.queue_capacity,
             spill,
             counters,
+            journal,
             closing,
             task: Arc::new(std::sync::Mutex::new(Some(handle))),
         })
+    }
+
+    /// An exchange began: `record` is its row if it never ends (status `interrupted`). Only
+    /// journaled: a crash before its end leaves this row.
+    pub fn begin(&self, record: ChatLogRecord) {
+        self.journal.started(record);
     }
 
     /// Hands a record to the writer without waiting. When the queue is full (the database is
     /// away or slow) or the writer is shutting down, the record goes to the spill file.
     pub fn submit(&self, record: impl Into<LogRecord>) {
         let record = record.into();
+        if let LogRecord::ChatLogs(chat) = &record {
+            self.journal.finished(chat.clone());
+        }
         match self.tx.try_send(record) {
             Ok(()) => {}
             Err(TrySendError::Full(record) | TrySendError::Closed(record)) => {
@@ -111,7 +139,7 @@ impl LogWriter {
     }
 
     fn spill_now(&self, records: &[LogRecord]) {
-        spill_records(&self.spill, &self.counters, records);
+        spill_records(&self.spill, &self.counters, &self.journal, records);
     }
 
     pub fn stats(&self) -> WriterStats {
@@ -137,15 +165,32 @@ impl LogWriter {
                 tracing::error!(error = %err, "the log writer task failed");
             }
         }
+        let journal = self.journal.clone();
+        let _ = tokio::task::spawn_blocking(move || journal.stop()).await;
     }
 }
 
-fn spill_records(spill: &SpillFile, counters: &Counters, records: &[LogRecord]) {
+/// The status of a row journaled at its exchange's start, written if the exchange never ends.
+pub const INTERRUPTED: &str = "interrupted";
+
+/// The log ids of `records`' exchanges.
+fn log_ids(records: &[LogRecord]) -> Vec<String> {
+    records
+        .iter()
+        .filter_map(|record| match record {
+            LogRecord::ChatLogs(r) => Some(r.log_id.clone()),
+            LogRecord::OcrResults(_) => None,
+        })
+        .collect()
+}
+
+fn spill_records(spill: &SpillFile, counters: &Counters, journal: &Journal, records: &[LogRecord]) {
     match spill.append(records) {
         Ok(()) => {
             counters
                 .spilled
                 .fetch_add(records.len() as u64, Ordering::AcqRel);
+            journal.stored(log_ids(records));
         }
         Err(err) => {
             // Nowhere left to put them: say exactly what is lost.
@@ -165,6 +210,7 @@ struct WriterTask {
     rx_closed: bool,
     spill: Arc<SpillFile>,
     counters: Arc<Counters>,
+    journal: Journal,
     closing: CancellationToken,
     closing_since: Option<Instant>,
     migrated: bool,
@@ -293,6 +339,7 @@ impl WriterTask {
                     self.counters
                         .written
                         .fetch_add(batch.len() as u64, Ordering::AcqRel);
+                    self.journal.stored(log_ids(&batch));
                     self.mark_database_ok();
                     if self.spill.has_pending() {
                         let _ = self.replay().await;
@@ -311,7 +358,7 @@ impl WriterTask {
                     rows = batch.len(),
                     "log writer: shutting down with the database away; spilling"
                 );
-                spill_records(&self.spill, &self.counters, &batch);
+                spill_records(&self.spill, &self.counters, &self.journal, &batch);
                 return;
             }
             tokio::select! {

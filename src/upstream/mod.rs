@@ -149,6 +149,11 @@ impl UpstreamClient {
         })
     }
 
+    /// `upstream.total_timeout_ms`: the most one answer may take once it has its permit.
+    pub fn total_timeout(&self) -> Duration {
+        self.total_timeout
+    }
+
     /// Opens a streaming completion. Connect errors, 429 and 5xx are retried with doubling
     /// backoff; nothing has reached the client yet, so a retry is invisible to it.
     pub async fn open(

@@ -112,6 +112,42 @@ async fn non_streaming_answer_is_one_json() {
 }
 
 #[tokio::test]
+async fn a_reused_request_id_never_costs_a_log_row() {
+    let app = spawn_app().await;
+    for question in ["one", "two", "three"] {
+        let response = app
+            .client
+            .post(app.url("/answer"))
+            .header("x-request-id", "reused-7")
+            .json(&json!({"user_input": question, "stream": false}))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 200);
+    }
+    let db = app.wait_for_rows(3).await;
+    let rows = db.chat_logs().await.expect("rows");
+    assert!(
+        rows.iter().all(|row| row.request_id == "reused-7"),
+        "{rows:?}"
+    );
+    let mut log_ids: Vec<_> = rows.iter().map(|row| row.log_id.clone()).collect();
+    log_ids.dedup();
+    assert_eq!(
+        log_ids.len(),
+        3,
+        "each row has the server's own key: {log_ids:?}"
+    );
+    let questions: Vec<_> = rows
+        .iter()
+        .map(|row| row.request_messages.clone())
+        .collect();
+    for (row, question) in questions.iter().zip(["one", "two", "three"]) {
+        assert!(row.contains(question), "{row}");
+    }
+}
+
+#[tokio::test]
 async fn a_sane_client_request_id_is_kept_and_others_replaced() {
     let app = spawn_app().await;
     let send = |id: &'static str| {

@@ -19,11 +19,13 @@ mod load;
 mod metrics;
 mod mysql;
 mod ocr;
+mod ocr_owners;
 mod openai;
 mod openapi;
 #[path = "../support/process.rs"]
 mod process;
 mod queue;
 mod shutdown;
+mod slow_clients;
 mod store;
 mod tools;

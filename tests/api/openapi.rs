@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::helpers::spawn_app_with;
 
-const ROUTES: [(&str, &str); 14] = [
+const ROUTES: [(&str, &str); 15] = [
     ("post", "/answer"),
     ("post", "/v1/chat/completions"),
     ("get", "/v1/models"),
@@ -18,6 +18,7 @@ const ROUTES: [(&str, &str); 14] = [
     ("patch", "/ocr/{id}"),
     ("post", "/ocr/jobs"),
     ("get", "/ocr/jobs/{id}"),
+    ("delete", "/ocr/jobs/{id}"),
     ("get", "/health"),
     ("get", "/actuator/health"),
     ("get", "/metrics"),

@@ -394,6 +394,7 @@ fn sample_ocr_record(id: &str) -> OcrResultRecord {
     OcrResultRecord {
         ocr_id: id.into(),
         request_id: "req-1".into(),
+        client_key_id: None,
         image_url: "https://oss.example/a.png".into(),
         url_type: "oss".into(),
         status: "ok".into(),

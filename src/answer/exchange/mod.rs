@@ -15,16 +15,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::AnswerMetrics;
+use crate::ocr::{Priority, Requester};
 use crate::permit_pool::PermitPool;
 use crate::permit_queue::{Entry, QueueError, UpstreamPermit};
-use crate::upstream::UpstreamClient;
 use crate::upstream::wire::{CallOptions, UpstreamMessage, Usage};
+use crate::upstream::{TimeoutPhase, UpstreamClient, UpstreamError};
 
+use super::backlog::{AnswerEvents, BufferBudget};
 use super::burst::Burst;
 use super::error::ExchangeError;
 use super::events::{AnswerEvent, DoneInfo, ExchangeOutcome, ExchangeStatus, Meta, Timings};
@@ -44,6 +45,8 @@ pub struct AnswerContext {
     pub tools: Option<Arc<ToolBox>>,
     /// Queue waits, first tokens and outcomes for `/metrics`.
     pub metrics: AnswerMetrics,
+    /// The bytes waiting for clients, over all exchanges, and their limits.
+    pub buffers: Arc<BufferBudget>,
 }
 
 /// One exchange's running state.
@@ -66,14 +69,14 @@ struct Round {
 }
 
 impl Exchange {
+    /// The exchange and its client's end, where its events arrive.
     pub fn new(
         ctx: Arc<AnswerContext>,
         model: ModelRoute,
-        tx: mpsc::Sender<AnswerEvent>,
         received: Instant,
-    ) -> Self {
-        let outbox = Outbox::new(tx, ctx.stop_streams.clone());
-        Self {
+    ) -> (Self, AnswerEvents) {
+        let (outbox, events) = Outbox::new(ctx.buffers.clone(), ctx.stop_streams.clone());
+        let exchange = Self {
             ctx,
             model,
             outbox,
@@ -83,37 +86,59 @@ impl Exchange {
             usage: None,
             timings: Timings::default(),
             tool_calls: Vec::new(),
-        }
+        };
+        (exchange, events)
     }
 
     /// Puts the `meta` event in the channel at once, before the exchange task first runs, so
-    /// that the response head and `meta` leave in one write.
+    /// that the response head and `meta` leave in one write. A client already gone is noticed
+    /// by the exchange's first wait.
     pub fn announce(&self, request_id: &str) {
-        self.outbox.put_first(AnswerEvent::Meta(Box::new(Meta {
+        let _ = self.outbox.emit(AnswerEvent::Meta(Box::new(Meta {
             request_id: request_id.to_owned(),
             model: self.model.name.to_string(),
         })));
     }
 
     /// Runs to the end and returns how it went. `entry` is the place the handler already took in
-    /// the queue (so a full queue was refused before any stream began).
+    /// the queue (so a full queue was refused before any stream began). The OCR results of its
+    /// tool calls belong to `client_key`.
     pub async fn run(
         mut self,
         request_id: String,
+        client_key: Option<&str>,
         request: &AnswerRequest,
         entry: Entry,
     ) -> ExchangeOutcome {
-        let result = self.drive(request_id, request, entry).await;
+        let requester = Requester {
+            request_id: &request_id,
+            client_key_id: client_key,
+            priority: Priority::Interactive,
+        };
+        let result = self.drive(requester, request, entry).await;
         self.timings.total_ms = millis(self.received.elapsed());
         let (status, error) = match result {
             Ok(()) => (ExchangeStatus::Ok, None),
             Err(Ended::Interrupted(Interrupt::ClientGone)) => (ExchangeStatus::Cancelled, None),
-            Err(Ended::Interrupted(Interrupt::Shutdown)) => {
-                let err = ExchangeError::ShuttingDown;
+            Err(Ended::Interrupted(interrupt)) => {
+                let (status, err) = match interrupt {
+                    Interrupt::ClientTooSlow => {
+                        (ExchangeStatus::ClientTooSlow, ExchangeError::ClientTooSlow)
+                    }
+                    Interrupt::OutOfTime => (
+                        ExchangeStatus::Error,
+                        ExchangeError::Upstream(UpstreamError::Timeout {
+                            phase: TimeoutPhase::Total,
+                            after: self.ctx.upstream.total_timeout(),
+                        }),
+                    ),
+                    Interrupt::Shutdown | Interrupt::ClientGone => {
+                        (ExchangeStatus::ShuttingDown, ExchangeError::ShuttingDown)
+                    }
+                };
                 self.outbox
-                    .emit_last(AnswerEvent::Failed(Box::new(err.clone())))
-                    .await;
-                (ExchangeStatus::ShuttingDown, Some(err))
+                    .emit_last(AnswerEvent::Failed(Box::new(err.clone())));
+                (status, Some(err))
             }
             Err(Ended::Failed(err)) => {
                 let status = match err {
@@ -123,8 +148,7 @@ impl Exchange {
                     _ => ExchangeStatus::Error,
                 };
                 self.outbox
-                    .emit_last(AnswerEvent::Failed(Box::new(err.clone())))
-                    .await;
+                    .emit_last(AnswerEvent::Failed(Box::new(err.clone())));
                 (status, Some(err))
             }
         };
@@ -141,7 +165,7 @@ impl Exchange {
 
     async fn drive(
         &mut self,
-        request_id: String,
+        requester: Requester<'_>,
         request: &AnswerRequest,
         entry: Entry,
     ) -> Result<(), Ended> {
@@ -187,15 +211,14 @@ impl Exchange {
             };
             for call in &calls {
                 self.outbox
-                    .emit(AnswerEvent::ToolCall(Box::new(call.clone())))
-                    .await?;
+                    .emit(AnswerEvent::ToolCall(Box::new(call.clone())))?;
                 self.tool_calls.push(json!({
                     "id": call.id, "name": call.name, "arguments": call.arguments, "result": null,
                 }));
             }
             let first = self.tool_calls.len() - calls.len();
             // No permit is held here: other users' answers use the upstream meanwhile.
-            let runs = calls.iter().map(|call| tools.run(&request_id, call));
+            let runs = calls.iter().map(|call| tools.run(requester, call));
             let outputs = Box::pin(self.outbox.guarded(futures::future::join_all(runs))).await?;
             messages.push(UpstreamMessage::Own(json!({
                 "role": "assistant",
@@ -211,20 +234,19 @@ impl Exchange {
                 ));
                 self.tool_calls[first + i]["result"] = output.event.clone();
                 self.outbox
-                    .emit(AnswerEvent::ToolResult(Box::new(output.event)))
-                    .await?;
+                    .emit(AnswerEvent::ToolResult(Box::new(output.event)))?;
             }
             round += 1;
         }
         self.timings.total_ms = millis(self.received.elapsed());
-        self.outbox
-            .emit(AnswerEvent::Done(Box::new(DoneInfo {
-                finish_reason: self.finish_reason.clone(),
-                usage: self.usage,
-                timings: self.timings,
-                tool_calls: self.tool_calls.clone(),
-            })))
-            .await?;
+        self.outbox.emit(AnswerEvent::Done(Box::new(DoneInfo {
+            finish_reason: self.finish_reason.clone(),
+            usage: self.usage,
+            timings: self.timings,
+            tool_calls: self.tool_calls.clone(),
+        })))?;
+        // The permits are long given back; the exchange ends when its client has the answer.
+        self.outbox.delivered().await?;
         Ok(())
     }
 
@@ -241,7 +263,7 @@ impl Exchange {
             Entry::Ready(permit) => permit,
             Entry::Queued(waiter) => {
                 let position = waiter.position();
-                self.outbox.emit(AnswerEvent::Queued { position }).await?;
+                self.outbox.emit(AnswerEvent::Queued { position })?;
                 self.outbox
                     .guarded(waiter.wait())
                     .await?
@@ -249,8 +271,11 @@ impl Exchange {
             }
         };
         if first_round {
-            // The first round's wait counts from the request's arrival.
+            // The first round's wait counts from the request's arrival. From its permit on,
+            // the whole exchange has `upstream.total_timeout_ms`, waits for the client included.
             self.timings.queue_ms = millis(self.received.elapsed());
+            let total = self.ctx.upstream.total_timeout();
+            self.outbox.set_deadline(Instant::now() + total);
         } else {
             self.timings.queue_ms += millis(waiting_since.elapsed());
         }
@@ -268,15 +293,14 @@ impl Exchange {
         }
         self.finish_reason = Some("tool_calls".to_owned());
         self.outbox
-            .emit(AnswerEvent::ClientToolCalls(Box::new(calls)))
-            .await?;
+            .emit(AnswerEvent::ClientToolCalls(Box::new(calls)))?;
         Ok(())
     }
 
     /// Hands the burst's deltas to the client, in order.
-    async fn flush(&self, burst: &mut Burst) -> Result<(), Ended> {
+    fn flush(&self, burst: &mut Burst) -> Result<(), Ended> {
         for event in burst.drain() {
-            self.outbox.emit(event).await?;
+            self.outbox.emit(event)?;
         }
         Ok(())
     }

@@ -42,7 +42,7 @@ impl Exchange {
         drop(permit);
         // What the client has not been handed yet goes before the error that ends the stream.
         if !matches!(relayed, Err(Ended::Interrupted(_))) {
-            self.flush(&mut burst).await?;
+            self.flush(&mut burst)?;
         }
         relayed?;
         if calls.is_empty() {
@@ -66,18 +66,13 @@ impl Exchange {
         calls: &mut CallAssembler,
         burst: &mut Burst,
     ) -> Result<(), Ended> {
-        // The client leaving and shutdown are watched for the whole round, not anew for each
-        // chunk: a new waiter per chunk registered with (and removed from) both notifiers.
+        // What ends an exchange early is watched for the whole round, not anew for each chunk:
+        // a new waiter per chunk registered with (and removed from) every notifier.
         let outbox = self.outbox.clone();
-        let mut client_gone = pin!(outbox.client_gone());
-        let mut shutdown = pin!(outbox.shutdown());
+        let mut interruption = pin!(outbox.interruption());
         loop {
             let next = {
-                let mut next = pin!(watched(
-                    client_gone.as_mut(),
-                    shutdown.as_mut(),
-                    chunks.next_chunk()
-                ));
+                let mut next = pin!(watched(interruption.as_mut(), chunks.next_chunk()));
                 if burst.is_empty() {
                     next.await?
                 } else {
@@ -85,7 +80,7 @@ impl Exchange {
                         Some(next) => next?,
                         // The burst is over: its deltas go out while the upstream is quiet.
                         None => {
-                            self.flush(burst).await?;
+                            self.flush(burst)?;
                             next.await?
                         }
                     }
@@ -113,9 +108,9 @@ impl Exchange {
                     if self.timings.ttft_ms.is_none() {
                         // The first text of an answer is never held back.
                         self.timings.ttft_ms = Some(millis(self.received.elapsed()));
-                        self.outbox.emit(AnswerEvent::Delta(piece)).await?;
-                    } else if burst.push(AnswerEvent::Delta(piece), self.outbox.capacity()) {
-                        self.flush(burst).await?;
+                        self.outbox.emit(AnswerEvent::Delta(piece))?;
+                    } else if burst.push(AnswerEvent::Delta(piece)) {
+                        self.flush(burst)?;
                     }
                 }
             }

@@ -7,9 +7,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
-use crate::answer::AnswerEvent;
+use crate::answer::{AnswerEvent, AnswerEvents};
 use crate::error::ApiError;
 use crate::upstream::wire::Usage;
 
@@ -57,10 +56,7 @@ pub struct CompletionHead {
 }
 
 /// Waits for the end of the exchange and answers with one object, or the error's own status.
-pub async fn collect(
-    head: CompletionHead,
-    mut rx: mpsc::Receiver<AnswerEvent>,
-) -> Result<Response, ApiError> {
+pub async fn collect(head: CompletionHead, mut rx: AnswerEvents) -> Result<Response, ApiError> {
     let mut text = String::new();
     let mut tool_calls = None;
     while let Some(event) = rx.recv().await {
