@@ -223,6 +223,9 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, body: Bytes) -> Res
             .expect("recorded lock")
             .push(request.clone());
     }
+    let question = last_user_text(&request);
+    #[cfg(feature = "mock-faults")]
+    let knobs = with_markers(knobs, &question);
     let fault = fault_for(&knobs, counters);
 
     tokio::time::sleep(knobs.first_chunk_delay).await;
@@ -240,7 +243,6 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, body: Bytes) -> Res
         .pointer("/stream_options/include_usage")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let question = last_user_text(&request);
     let prompt_tokens = question.split_whitespace().count() as u64;
     let offered_tools = request
         .get("tools")
@@ -311,6 +313,39 @@ fn fault_for(knobs: &MockKnobs, counters: &MockCounters) -> Option<Fault> {
         None => true,
         Some(limit) => counters.faults_served.fetch_add(1, Ordering::AcqRel) < limit,
     })
+}
+
+/// A question may ask the mock for its own behaviour, so one load mixes many: `fault:status:503`,
+/// `fault:cut:3`, `fault:malformed:2`, `fault:stall:2` (the fault, for this request only) and
+/// `tokens:N` (the answer's length).
+#[cfg(feature = "mock-faults")]
+fn with_markers(mut knobs: MockKnobs, question: &str) -> MockKnobs {
+    for word in question.split_whitespace() {
+        let mut parts = word.split(':');
+        let (Some(kind), Some(arg)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let number = |s: Option<&str>| s.and_then(|n| n.parse::<usize>().ok());
+        match (kind, arg) {
+            ("tokens", n) => knobs.tokens = number(Some(n)).or(knobs.tokens),
+            ("fault", what) => {
+                let n = number(parts.next()).unwrap_or(0);
+                let fault = match what {
+                    "status" => u16::try_from(n).ok().map(Fault::Status),
+                    "cut" => Some(Fault::CutAfter(n)),
+                    "malformed" => Some(Fault::MalformedAfter(n)),
+                    "stall" => Some(Fault::StallAfter(n)),
+                    _ => None,
+                };
+                if fault.is_some() {
+                    knobs.fault = fault;
+                    knobs.fault_requests = None;
+                }
+            }
+            _ => {}
+        }
+    }
+    knobs
 }
 
 /// Without `mock-faults`, the model always behaves.

@@ -8,6 +8,7 @@
 
 mod answer;
 mod auth;
+mod chaos;
 #[path = "../support/eventually.rs"]
 mod eventually;
 mod faults;
