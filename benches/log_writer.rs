@@ -2,7 +2,8 @@
 //!
 //! 1. Rows/s into MariaDB (and SQLite) through the batching writer vs one INSERT per row.
 //! 2. What `kill -9` under load loses: requests whose client saw `done` but whose row is
-//!    neither in the database nor in the spill file.
+//!    neither in the database, nor in the spill file, nor in the crash journal the next start
+//!    recovers.
 //!
 //!   CHAT_PROXY_TEST_MYSQL_URL=mysql://root@127.0.0.1:3306/test cargo bench --bench log_writer
 
@@ -172,15 +173,17 @@ async fn kill_nine_trial(dir: &Path, trial: usize) {
     .await
     .expect("mock");
     let spill = dir.join(format!("kill-{trial}.jsonl"));
+    let journal = dir.join(format!("journal-{trial}"));
     let config = dir.join(format!("kill-{trial}.toml"));
     std::fs::write(
         &config,
         format!(
             "[server]\nbind = \"127.0.0.1:0\"\n[upstream]\nbase_url = \"{}\"\n\
              [limits]\nmax_concurrent_upstream = 1000\n[database]\nurl = \"{url}\"\n\
-             [writer]\nspill_path = \"{}\"\n",
+             [writer]\nspill_path = \"{}\"\njournal_dir = \"{}\"\n",
             mock.base_url(),
-            spill.display()
+            spill.display(),
+            journal.display()
         ),
     )
     .expect("config");
@@ -243,16 +246,27 @@ async fn kill_nine_trial(dir: &Path, trial: usize) {
         .unwrap_or_default()
         .lines()
         .count();
+    // What the next start recovers from the journal: finished exchanges in full.
+    let recovered = chat_proxy::store::journal::recover(&journal).expect("journal");
+    let finished: HashSet<String> = recovered
+        .iter()
+        .filter(|r| r.status != chat_proxy::store::INTERRUPTED)
+        .map(|r| r.request_id.clone())
+        .collect();
+    let interrupted = recovered.len() - finished.len();
+    let lost_without_journal = completed.iter().filter(|id| !stored.contains(*id)).count();
     let lost: Vec<_> = completed
         .iter()
-        .filter(|id| !stored.contains(*id))
+        .filter(|id| !stored.contains(*id) && !finished.contains(*id))
         .collect();
     let rate = completed.len() as f64 / 3.0;
     println!(
         "trial {trial}: {} answers done in 3 s ({rate:.0}/s); {} rows stored, {spilled} spilled; \
-         lost {} = {:.0} ms of traffic",
+         the journal holds {} finished and {interrupted} interrupted; not in the database: \
+         {lost_without_journal}; lost {} = {:.0} ms of traffic",
         completed.len(),
         stored.len(),
+        finished.len(),
         lost.len(),
         lost.len() as f64 / rate * 1e3
     );
