@@ -97,14 +97,15 @@ fn hash(config_key: &str, key: &str) -> anyhow::Result<[u8; 32]> {
     })
 }
 
-/// Lets a request through with a valid key (or when no key is configured); `/health` is open.
+/// Lets a request through with a valid key (or when no key is configured); the health routes
+/// are open.
 pub async fn require_key(
     State(keys): State<ClientKeys>,
     mut request: Request,
     next: Next,
 ) -> Response {
     let path = request.uri().path();
-    if !keys.required() || path == "/health" || path == "/actuator/health" {
+    if !keys.required() || is_open(path) {
         return next.run(request).await;
     }
     let presented = request
@@ -135,6 +136,14 @@ pub async fn require_key(
             response
         }
     }
+}
+
+/// The health routes answer without a key: probes and monitors carry none.
+fn is_open(path: &str) -> bool {
+    matches!(
+        path,
+        "/health" | "/actuator/health" | "/health/live" | "/health/ready"
+    )
 }
 
 /// The token of `Bearer TOKEN`; the scheme's name is case-insensitive (RFC 9110).

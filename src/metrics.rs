@@ -16,9 +16,15 @@ use crate::store::WriterStats;
 
 const NAMESPACE: &str = "chat_proxy";
 
-/// Seconds, from a millisecond to two minutes: queue waits, first tokens, OCR runs.
+/// Seconds, from a millisecond to two minutes: queue waits, first tokens, OCR runs, response
+/// heads.
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+/// Seconds, from a tenth to ten minutes: whole answers, which stream for a while.
+const STREAM_BUCKETS: &[f64] = &[
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -26,11 +32,11 @@ fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
         .expect("static metric definition")
 }
 
-fn histogram(name: &str, help: &str) -> Histogram {
+fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
     Histogram::with_opts(
         HistogramOpts::new(name, help)
             .namespace(NAMESPACE)
-            .buckets(LATENCY_BUCKETS.to_vec()),
+            .buckets(buckets.to_vec()),
     )
     .expect("static metric definition")
 }
@@ -50,6 +56,7 @@ fn counter(name: &str, help: &str) -> IntCounter {
 pub struct AnswerMetrics {
     queue_wait: Histogram,
     ttft: Histogram,
+    total: Histogram,
     finished: IntCounterVec,
     upstream_errors: IntCounterVec,
     rate_limited: IntCounterVec,
@@ -61,10 +68,17 @@ impl Default for AnswerMetrics {
             queue_wait: histogram(
                 "queue_wait_seconds",
                 "Time /answer requests waited for an upstream permit.",
+                LATENCY_BUCKETS,
             ),
             ttft: histogram(
                 "time_to_first_token_seconds",
                 "From a request's arrival to the first answer text.",
+                LATENCY_BUCKETS,
+            ),
+            total: histogram(
+                "answer_duration_seconds",
+                "From a request's arrival to the end of its answer, whatever the end.",
+                STREAM_BUCKETS,
             ),
             finished: counter_vec(
                 "answers_total",
@@ -96,6 +110,7 @@ impl AnswerMetrics {
         if let Some(ttft_ms) = outcome.timings.ttft_ms {
             self.ttft.observe(ttft_ms as f64 / 1000.0);
         }
+        self.total.observe(outcome.timings.total_ms as f64 / 1000.0);
         if let (ExchangeStatus::Error, Some(err)) = (status, &outcome.error) {
             self.upstream_errors.with_label_values(&[err.code()]).inc();
         }
@@ -170,6 +185,7 @@ struct Sampled {
 pub struct Metrics {
     registry: Registry,
     http_requests: IntCounterVec,
+    http_duration: HistogramVec,
     /// Held while a scrape copies values in, so two scrapes never interleave.
     sampled: Mutex<Sampled>,
 }
@@ -181,6 +197,16 @@ impl Metrics {
             "HTTP requests by method, route and response status.",
             &["method", "route", "status"],
         );
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "From a request's arrival to its response head, by method, route and status (a stream's length is answer_duration_seconds).",
+            )
+            .namespace(NAMESPACE)
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["method", "route", "status"],
+        )
+        .expect("static metric definition");
         let sampled = Sampled {
             streams_open: gauge("answer_streams_open", "/answer exchanges running now."),
             permits_in_use: gauge("upstream_permits_in_use", "Upstream requests open now."),
@@ -216,8 +242,12 @@ impl Metrics {
         let registry = Registry::new();
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(http_requests.clone()),
+            Box::new(http_duration.clone()),
             Box::new(answer.queue_wait.clone()),
             Box::new(answer.ttft.clone()),
+            Box::new(answer.total.clone()),
+            // CPU seconds, resident memory, open files, threads: read from /proc at each scrape.
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
             Box::new(answer.finished.clone()),
             Box::new(answer.upstream_errors.clone()),
             Box::new(answer.rate_limited.clone()),
@@ -243,22 +273,34 @@ impl Metrics {
         Self {
             registry,
             http_requests,
+            http_duration,
             sampled: Mutex::new(sampled),
         }
     }
 
-    /// Counts one answered HTTP request. `route` is the matched route pattern, so the label set
-    /// stays small whatever paths clients send.
-    pub fn count_request(&self, method: &Method, route: &str, status: StatusCode) {
+    /// Counts one answered HTTP request, and the time to its response head. `route` is the
+    /// matched route pattern, so the label set stays small whatever paths clients send.
+    pub fn count_request(
+        &self,
+        method: &Method,
+        route: &str,
+        status: StatusCode,
+        head_after: std::time::Duration,
+    ) {
         let method = match *method {
-            Method::GET | Method::POST | Method::PATCH | Method::OPTIONS | Method::HEAD => {
-                method.as_str()
-            }
+            Method::GET
+            | Method::POST
+            | Method::PATCH
+            | Method::DELETE
+            | Method::OPTIONS
+            | Method::HEAD => method.as_str(),
             _ => "other",
         };
-        self.http_requests
-            .with_label_values(&[method, route, status.as_str()])
-            .inc();
+        let labels = [method, route, status.as_str()];
+        self.http_requests.with_label_values(&labels).inc();
+        self.http_duration
+            .with_label_values(&labels)
+            .observe(head_after.as_secs_f64());
     }
 
     /// The exposition, with `readings` copied in.

@@ -214,6 +214,11 @@ impl AnswerService {
         &self.models
     }
 
+    /// Whether the upstream answered its last call or probe.
+    pub fn upstream_reach(&self) -> crate::upstream::Reach {
+        self.ctx.upstream.reach()
+    }
+
     pub fn permits(&self) -> &PermitPool {
         &self.ctx.permits
     }

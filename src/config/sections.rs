@@ -98,6 +98,9 @@ pub struct UpstreamConfig {
     /// Speak HTTP/2 without negotiation (h2c) to a plain-`http` upstream that supports it, so
     /// all streams share one connection. `https` upstreams negotiate HTTP/2 by themselves.
     pub http2_prior_knowledge: bool,
+    /// While no call has reached the upstream for this long, a probe (`GET {base_url}/models`)
+    /// checks that it answers, for `/health/ready`.
+    pub health_check_ms: u64,
 }
 
 impl Default for UpstreamConfig {
@@ -114,6 +117,7 @@ impl Default for UpstreamConfig {
             max_retries: 2,
             retry_backoff_ms: 200,
             http2_prior_knowledge: false,
+            health_check_ms: 10_000,
         }
     }
 }

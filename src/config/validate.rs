@@ -127,6 +127,7 @@ impl Config {
             self.upstream.chunk_gap_timeout_ms,
         )?;
         positive("upstream.total_timeout_ms", self.upstream.total_timeout_ms)?;
+        positive("upstream.health_check_ms", self.upstream.health_check_ms)?;
         positive(
             "limits.max_concurrent_upstream",
             self.limits.max_concurrent_upstream as u64,

@@ -1,4 +1,5 @@
-//! `GET /health` (alias `/actuator/health`): liveness plus the numbers an operator checks first.
+//! `GET /health` (alias `/actuator/health`): liveness plus the numbers an operator checks first;
+//! `GET /health/live` and `GET /health/ready`, the probes an orchestrator asks.
 
 use axum::Json;
 use axum::extract::State;
@@ -7,6 +8,7 @@ use serde::Serialize;
 
 use crate::state::AppState;
 use crate::store::WriterStats;
+use crate::upstream::Reach;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HealthReport {
@@ -94,4 +96,84 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthRe
 )]
 pub async fn actuator_health(state: State<AppState>) -> (StatusCode, Json<HealthReport>) {
     health(state).await
+}
+
+/// What `/health/live` answers.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Liveness {
+    /// Always `true`: an answer at all means the process serves.
+    pub live: bool,
+}
+
+/// 200 while the process can serve at all; an orchestrator restarts it otherwise.
+#[utoipa::path(
+    get,
+    path = "/health/live",
+    tag = "operations",
+    responses((status = 200, description = "The process serves", body = Liveness)),
+)]
+pub async fn live() -> Json<Liveness> {
+    Json(Liveness { live: true })
+}
+
+/// What `/health/ready` answers.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    pub ready: bool,
+    /// Why not, when not: `draining`, `upstream_unreachable`, `upstream_not_checked_yet`.
+    pub reasons: Vec<&'static str>,
+    /// What the last upstream call or probe found.
+    pub upstream: Reach,
+    /// `ok`, or `down`: the log then waits in memory and the spill file, which is no reason to
+    /// stop sending traffic.
+    pub database: &'static str,
+}
+
+/// What `/health/ready` may answer.
+#[derive(utoipa::IntoResponses)]
+pub enum ReadinessResponses {
+    /// Ready for traffic
+    #[response(status = 200)]
+    Ready(Readiness),
+    /// Not ready: draining, or the upstream unreachable (the reasons say which)
+    #[response(status = 503)]
+    NotReady(Readiness),
+}
+
+/// 200 only when the instance should get traffic: not draining, and the upstream answered the
+/// last call or probe (`upstream.health_check_ms`). A database outage does not make it unready.
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    tag = "operations",
+    responses(ReadinessResponses)
+)]
+pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
+    let mut reasons = Vec::new();
+    if state.lifecycle.is_draining() {
+        reasons.push("draining");
+    }
+    let upstream = state.answers.upstream_reach();
+    match upstream {
+        Reach::Reachable => {}
+        Reach::Unreachable => reasons.push("upstream_unreachable"),
+        Reach::Unknown => reasons.push("upstream_not_checked_yet"),
+    }
+    let database = if state.log.stats().database_ok {
+        "ok"
+    } else {
+        "down"
+    };
+    let status = if reasons.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let readiness = Readiness {
+        ready: reasons.is_empty(),
+        reasons,
+        upstream,
+        database,
+    };
+    (status, Json(readiness))
 }

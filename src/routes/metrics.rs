@@ -15,6 +15,7 @@ pub async fn count_requests(
     request: Request,
     next: Next,
 ) -> Response {
+    let arrived = std::time::Instant::now();
     let method = request.method().clone();
     // `MatchedPath` shares its text: cloning it copies no string.
     let route = request.extensions().get::<MatchedPath>().cloned();
@@ -22,7 +23,7 @@ pub async fn count_requests(
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     state
         .metrics
-        .count_request(&method, route, response.status());
+        .count_request(&method, route, response.status(), arrived.elapsed());
     response
 }
 

@@ -54,6 +54,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models/{*id}", get(openai::get_model))
         .route("/models/{*id}", get(openai::get_model))
         .route("/health", get(health::health))
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
         .route("/actuator/health", get(health::actuator_health))
         .route("/openapi.json", get(openapi::openapi))
         .route("/metrics", get(metrics::metrics))

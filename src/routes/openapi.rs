@@ -27,11 +27,18 @@ use crate::routes::{answer, health, metrics, ocr, ocr_jobs, ocr_results, openai}
         ocr_jobs::cancel_job,
         health::health,
         health::actuator_health,
+        health::live,
+        health::ready,
         metrics::metrics,
         openapi,
     ),
     // Referenced by the `IntoResponses` lists, which do not register them themselves.
-    components(schemas(health::HealthReport, crate::ocr::OcrResult, crate::error::ErrorBody)),
+    components(schemas(
+        health::HealthReport,
+        health::Readiness,
+        crate::ocr::OcrResult,
+        crate::error::ErrorBody
+    )),
     modifiers(&ClientKey),
     tags(
         (name = "answer", description = "The model's answers, streamed"),

@@ -1,9 +1,12 @@
 //! The model API client: one shared `reqwest::Client`, OpenAI-compatible streaming
 //! `/chat/completions`, retries before anything is relayed, and a timeout for every phase.
 
+pub mod reachability;
 pub mod wire;
 
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use eventsource_stream::{EventStreamError, Eventsource};
@@ -12,8 +15,11 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use tokio::time::{Instant, sleep, timeout_at};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{UpstreamConfig, ms};
+pub use reachability::Reach;
+use reachability::Reachability;
 use wire::{
     CallOptions, ChatCompletionChunk, ChatCompletionRequest, StreamOptions, UpstreamMessage,
 };
@@ -98,6 +104,10 @@ pub struct UpstreamClient {
     total_timeout: Duration,
     max_retries: u32,
     retry_backoff: Duration,
+    /// Whether the upstream answered the last call or probe, for `/health/ready`.
+    reach: Arc<Reachability>,
+    /// `{base_url}/models`, what the probe asks.
+    probe_url: reqwest::Url,
 }
 
 impl std::fmt::Debug for UpstreamClient {
@@ -137,6 +147,9 @@ impl UpstreamClient {
         let endpoint = format!("{}/chat/completions", base_url.trim_end_matches('/'));
         let endpoint = reqwest::Url::parse(&endpoint)
             .with_context(|| format!("upstream.base_url: `{endpoint}` is not a URL"))?;
+        let probe_url = format!("{}/models", base_url.trim_end_matches('/'));
+        let probe_url = reqwest::Url::parse(&probe_url)
+            .with_context(|| format!("upstream.base_url: `{probe_url}` is not a URL"))?;
         Ok(Self {
             http,
             endpoint,
@@ -146,7 +159,30 @@ impl UpstreamClient {
             total_timeout: ms(config.total_timeout_ms),
             max_retries: config.max_retries,
             retry_backoff: ms(config.retry_backoff_ms),
+            reach: Arc::default(),
+            probe_url,
         })
+    }
+
+    /// Whether the upstream answered the last call or probe.
+    pub fn reach(&self) -> Reach {
+        self.reach.now()
+    }
+
+    /// The probe that keeps [`Self::reach`] current while no call does, every `every` until
+    /// `stop`.
+    pub fn probe(
+        &self,
+        every: Duration,
+        stop: CancellationToken,
+    ) -> impl Future<Output = ()> + use<> {
+        reachability::probe(
+            self.reach.clone(),
+            self.http.clone(),
+            self.probe_url.clone(),
+            every,
+            stop,
+        )
     }
 
     /// `upstream.total_timeout_ms`: the most one answer may take once it has its permit.
@@ -208,11 +244,17 @@ impl UpstreamClient {
                 });
             }
             Ok(Err(err)) => {
+                if err.is_connect() {
+                    self.reach.report(false);
+                }
                 return Err(UpstreamError::Connect(
                     crate::http_client::describe_reqwest(err),
                 ));
             }
-            Ok(Ok(response)) => response,
+            Ok(Ok(response)) => {
+                self.reach.report(true);
+                response
+            }
         };
         let status = response.status();
         if !status.is_success() {

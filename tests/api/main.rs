@@ -23,6 +23,7 @@ mod ocr;
 mod ocr_owners;
 mod openai;
 mod openapi;
+mod probes;
 #[path = "../support/process.rs"]
 mod process;
 mod queue;

@@ -127,6 +127,20 @@ async fn metrics_count_requests_answers_errors_and_pass_promtool() {
         2.0
     );
     assert_eq!(sample(&text, "chat_proxy_queue_wait_seconds_count"), 3.0);
+    assert_eq!(
+        sample(&text, "chat_proxy_answer_duration_seconds_count"),
+        3.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "chat_proxy_http_request_duration_seconds_count{method=\"POST\",route=\"/answer\",status=\"200\"}"
+        ),
+        2.0
+    );
+    // The process itself, from /proc.
+    assert!(sample(&text, "process_resident_memory_bytes") > 1e6);
+    assert!(sample(&text, "process_open_fds") > 0.0);
     assert_eq!(sample(&text, "chat_proxy_upstream_permits"), 5.0);
     assert_eq!(sample(&text, "chat_proxy_upstream_permits_in_use"), 0.0);
     assert_eq!(sample(&text, "chat_proxy_queue_length"), 0.0);
