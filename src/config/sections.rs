@@ -93,8 +93,11 @@ pub struct UpstreamConfig {
     pub total_timeout_ms: u64,
     /// Retries on connect errors, 429 and 5xx, only before anything reached the client.
     pub max_retries: u32,
-    /// First backoff; doubled on each retry.
+    /// The first retry waits a random time up to this; the ceiling doubles on each retry.
     pub retry_backoff_ms: u64,
+    /// The ceiling of a retry's wait never exceeds this. A 429 or 503 with `Retry-After` is
+    /// waited for as asked, if that fits in `total_timeout_ms`.
+    pub retry_max_backoff_ms: u64,
     /// Speak HTTP/2 without negotiation (h2c) to a plain-`http` upstream that supports it, so
     /// all streams share one connection. `https` upstreams negotiate HTTP/2 by themselves.
     pub http2_prior_knowledge: bool,
@@ -116,6 +119,7 @@ impl Default for UpstreamConfig {
             total_timeout_ms: 300_000,
             max_retries: 2,
             retry_backoff_ms: 200,
+            retry_max_backoff_ms: 5_000,
             http2_prior_knowledge: false,
             health_check_ms: 10_000,
         }

@@ -128,6 +128,12 @@ impl Config {
         )?;
         positive("upstream.total_timeout_ms", self.upstream.total_timeout_ms)?;
         positive("upstream.health_check_ms", self.upstream.health_check_ms)?;
+        if self.upstream.retry_max_backoff_ms < self.upstream.retry_backoff_ms {
+            return Err(key_error(
+                "upstream.retry_max_backoff_ms",
+                "must be at least upstream.retry_backoff_ms",
+            ));
+        }
         positive(
             "limits.max_concurrent_upstream",
             self.limits.max_concurrent_upstream as u64,

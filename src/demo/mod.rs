@@ -65,6 +65,9 @@ pub struct MockKnobs {
     /// Keep each request body for `MockUpstream::requests`.
     #[cfg(feature = "mock-faults")]
     pub record_requests: bool,
+    /// `Retry-After` seconds sent with a `Fault::Status` answer.
+    #[cfg(feature = "mock-faults")]
+    pub retry_after_s: Option<u64>,
     /// Size of the fragments a tool call's arguments are streamed in.
     pub tool_fragment: usize,
     /// Ask for a tool every time tools are offered (to reach the round limit).
@@ -85,6 +88,8 @@ impl Default for MockKnobs {
             fault_requests: None,
             #[cfg(feature = "mock-faults")]
             record_requests: false,
+            #[cfg(feature = "mock-faults")]
+            retry_after_s: None,
             tool_fragment: 7,
             tool_loop: false,
             tool_url_type: None,
@@ -231,7 +236,10 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, body: Bytes) -> Res
     tokio::time::sleep(knobs.first_chunk_delay).await;
     if let Some(Fault::Status(status)) = fault {
         guard.completed = true;
-        return error_response(status, "the demo model was told to fail");
+        return with_retry_after(
+            error_response(status, "the demo model was told to fail"),
+            &knobs,
+        );
     }
 
     let model = request
@@ -352,6 +360,22 @@ fn with_markers(mut knobs: MockKnobs, question: &str) -> MockKnobs {
 #[cfg(not(feature = "mock-faults"))]
 fn fault_for(_: &MockKnobs, _: &MockCounters) -> Option<Fault> {
     None
+}
+
+/// The `Retry-After` the knobs ask for, on a fault's answer.
+#[cfg(feature = "mock-faults")]
+fn with_retry_after(mut response: Response, knobs: &MockKnobs) -> Response {
+    if let Some(seconds) = knobs.retry_after_s {
+        response
+            .headers_mut()
+            .insert("retry-after", axum::http::HeaderValue::from(seconds));
+    }
+    response
+}
+
+#[cfg(not(feature = "mock-faults"))]
+fn with_retry_after(response: Response, _: &MockKnobs) -> Response {
+    response
 }
 
 fn error_response(status: u16, message: &str) -> Response {

@@ -2,6 +2,7 @@
 //! `/chat/completions`, retries before anything is relayed, and a timeout for every phase.
 
 pub mod reachability;
+pub mod retry;
 pub mod wire;
 
 use std::future::Future;
@@ -20,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{UpstreamConfig, ms};
 pub use reachability::Reach;
 use reachability::Reachability;
+use retry::RetryPolicy;
 use wire::{
     CallOptions, ChatCompletionChunk, ChatCompletionRequest, StreamOptions, UpstreamMessage,
 };
@@ -35,7 +37,12 @@ pub enum UpstreamError {
         after: Duration,
     },
     #[error("the model API answered HTTP {status}: {message}")]
-    Status { status: u16, message: String },
+    Status {
+        status: u16,
+        message: String,
+        /// What its `Retry-After` header asked for, if anything.
+        retry_after: Option<Duration>,
+    },
     #[error("the model API sent a malformed chunk: {0}")]
     Malformed(String),
     #[error("the model API closed the stream before the answer was complete")]
@@ -78,6 +85,18 @@ impl UpstreamError {
         matches!(self, Self::Timeout { .. })
     }
 
+    /// The wait a 429 or 503 asked for with `Retry-After`.
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Status {
+                status: 429 | 503,
+                retry_after,
+                ..
+            } => *retry_after,
+            _ => None,
+        }
+    }
+
     fn is_retryable(&self) -> bool {
         match self {
             Self::Connect(_) => true,
@@ -102,8 +121,7 @@ pub struct UpstreamClient {
     first_chunk_timeout: Duration,
     chunk_gap_timeout: Duration,
     total_timeout: Duration,
-    max_retries: u32,
-    retry_backoff: Duration,
+    retry: RetryPolicy,
     /// Whether the upstream answered the last call or probe, for `/health/ready`.
     reach: Arc<Reachability>,
     /// `{base_url}/models`, what the probe asks.
@@ -157,8 +175,11 @@ impl UpstreamClient {
             first_chunk_timeout: ms(config.first_chunk_timeout_ms),
             chunk_gap_timeout: ms(config.chunk_gap_timeout_ms),
             total_timeout: ms(config.total_timeout_ms),
-            max_retries: config.max_retries,
-            retry_backoff: ms(config.retry_backoff_ms),
+            retry: RetryPolicy {
+                max_retries: config.max_retries,
+                base: ms(config.retry_backoff_ms),
+                cap: ms(config.retry_max_backoff_ms),
+            },
             reach: Arc::default(),
             probe_url,
         })
@@ -190,8 +211,9 @@ impl UpstreamClient {
         self.total_timeout
     }
 
-    /// Opens a streaming completion. Connect errors, 429 and 5xx are retried with doubling
-    /// backoff; nothing has reached the client yet, so a retry is invisible to it.
+    /// Opens a streaming completion. Connect errors, 429 and 5xx are retried as [`retry`] says,
+    /// within `upstream.total_timeout_ms` from the first try; nothing has reached the client
+    /// yet, so a retry is invisible to it.
     pub async fn open(
         &self,
         messages: &[UpstreamMessage],
@@ -210,18 +232,20 @@ impl UpstreamClient {
             parallel_tool_calls: call.parallel_tool_calls.filter(|_| tools.is_some()),
             options: call.options,
         };
-        let mut backoff = self.retry_backoff;
+        let budget_ends = Instant::now() + self.total_timeout;
         let mut attempt = 0;
         loop {
-            match self.open_once(&body).await {
-                Err(err) if err.is_retryable() && attempt < self.max_retries => {
-                    attempt += 1;
-                    tracing::warn!(error = %err, attempt, "upstream call failed; retrying");
-                    sleep(backoff).await;
-                    backoff = backoff.saturating_mul(2);
-                }
-                other => return other,
-            }
+            let err = match self.open_once(&body).await {
+                Ok(stream) => return Ok(stream),
+                Err(err) => err,
+            };
+            attempt += 1;
+            let left = budget_ends.saturating_duration_since(Instant::now());
+            let Some(wait) = self.retry.wait(attempt, &err, left) else {
+                return Err(err);
+            };
+            tracing::warn!(error = %err, attempt, wait_ms = wait.as_millis() as u64, "upstream call failed; retrying");
+            sleep(wait).await;
         }
     }
 
@@ -258,10 +282,16 @@ impl UpstreamClient {
         };
         let status = response.status();
         if !status.is_success() {
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(retry::parse_retry_after);
             let message = read_error_body(response).await;
             return Err(UpstreamError::Status {
                 status: status.as_u16(),
                 message,
+                retry_after,
             });
         }
         Ok(ChunkStream {
@@ -432,6 +462,7 @@ mod tests {
         let status = |s| UpstreamError::Status {
             status: s,
             message: String::new(),
+            retry_after: None,
         };
         assert!(status(429).is_retryable());
         assert!(status(503).is_retryable());

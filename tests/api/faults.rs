@@ -83,6 +83,48 @@ async fn upstream_429_is_retried_then_reported() {
     assert_eq!(app.mock.counters().requests.load(Ordering::Acquire), 3);
 }
 
+/// An app whose upstream answers 429 with `Retry-After: after_s` to its first request.
+async fn app_asking_to_retry_after(after_s: u64, total_timeout_ms: u64) -> TestApp {
+    spawn_app_with(
+        MockKnobs {
+            tokens: Some(2),
+            fault: Some(Fault::Status(429)),
+            fault_requests: Some(1),
+            retry_after_s: Some(after_s),
+            ..MockKnobs::default()
+        },
+        |c| c.upstream.total_timeout_ms = total_timeout_ms,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_429_with_retry_after_is_waited_for_as_asked() {
+    let app = app_asking_to_retry_after(1, 30_000).await;
+    let started = Instant::now();
+    let events = read_events(app.post_answer(&json!({"user_input": "q"})).await).await;
+    assert_eq!(last(&events).name, "done", "the retry was answered");
+    assert_eq!(app.mock.counters().requests.load(Ordering::Acquire), 2);
+    // The wait is what the upstream asked for, not the jittered backoff (200 ms at most).
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_retry_after_longer_than_the_time_left_fails_at_once() {
+    let app = app_asking_to_retry_after(600, 5_000).await;
+    let (status, code) = json_error(&app).await;
+    assert_eq!((status, code.as_str()), (502, "upstream_rate_limited"));
+    assert_eq!(
+        app.mock.counters().requests.load(Ordering::Acquire),
+        1,
+        "no retry: the wait would outlast the request's time"
+    );
+}
+
 #[tokio::test]
 async fn upstream_4xx_is_not_retried() {
     let app = app_with_fault(Fault::Status(401), None).await;
