@@ -11,9 +11,10 @@ want=(pkg-config ca-certificates libclang-dev libtesseract-dev libleptonica-dev
 if [[ "${1:-run}" == "test" ]]; then
     # Tests and benchmarks: MariaDB, curl, a CJK font to draw the OCR fixtures, the tesseract
     # command-line tool the OCR benchmark compares against, promtool (package prometheus),
-    # which checks /metrics, and Python's venv for the API fuzzer (scripts/fuzz-api.sh).
+    # which checks /metrics and deploy/alerts.yml, Python's venv for the API fuzzer
+    # (scripts/fuzz-api.sh), and systemd-analyze, which checks deploy/chat-proxy.service.
     want+=(curl mariadb-server mariadb-client fonts-wqy-zenhei tesseract-ocr prometheus
-           python3 python3-venv)
+           python3 python3-venv systemd)
     # The npm SDK test (scripts/sdk-tests.sh) needs Node.js; Debian's is used only when the
     # machine has none of its own.
     if ! command -v node >/dev/null 2>&1; then
