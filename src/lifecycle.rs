@@ -6,12 +6,11 @@
 //! `tokio::spawn` elsewhere), in one of two kinds:
 //! - work ([`Lifecycle::spawn`]): exchanges, OCR jobs and recognitions. Shutdown waits for all of
 //!   it before the log writer drains, so every record is handed over first.
-//! - services ([`Lifecycle::spawn_service`]): the log writer and the demo model, which run until
-//!   their own stop. Shutdown waits for them last, after stopping them.
+//! - services ([`Lifecycle::spawn_service`]): the log writer, the demo model and the upstream
+//!   probe, which run until their own stop. Shutdown waits for them last, after stopping them.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -27,8 +26,9 @@ struct Inner {
     tasks: TaskTracker,
     /// Owns the services that run until their own stop.
     services: TaskTracker,
-    /// Set when shutdown begins: new work is refused with 503 and `/health` says so.
-    draining: AtomicBool,
+    /// Cancelled when shutdown begins: new work is refused with 503 and `/health` says so, and
+    /// background loops (the upstream probe) end.
+    draining: CancellationToken,
     /// Cancelled when shutdown's grace period is over: streams still running end with an error.
     stop_streams: CancellationToken,
 }
@@ -57,12 +57,17 @@ impl Lifecycle {
     }
 
     pub fn is_draining(&self) -> bool {
-        self.0.draining.load(Ordering::Acquire)
+        self.0.draining.is_cancelled()
     }
 
     /// Shutdown has begun: refuse new work from now on.
     pub fn begin_draining(&self) {
-        self.0.draining.store(true, Ordering::Release);
+        self.0.draining.cancel();
+    }
+
+    /// Cancelled when shutdown begins.
+    pub fn draining(&self) -> &CancellationToken {
+        &self.0.draining
     }
 
     /// Cancelled when the streams still open must end.

@@ -44,8 +44,15 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(&cli.config).context("loading configuration")?;
-    chat_proxy::telemetry::init(&config.log);
-    match cli.command.unwrap_or(Command::Serve) {
+    let telemetry = chat_proxy::telemetry::init(&config.log, &config.telemetry)?;
+    let served = serve(cli.command, config).await;
+    // The last spans go out before the process ends (a blocking flush, off the runtime).
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    served
+}
+
+async fn serve(command: Option<Command>, config: Config) -> anyhow::Result<()> {
+    match command.unwrap_or(Command::Serve) {
         Command::Serve => Application::build(config).await?.run_until_stopped().await,
         Command::OcrDir { dir } => {
             let mut stdout = std::io::stdout().lock();

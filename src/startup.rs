@@ -75,9 +75,10 @@ impl Application {
         // The demo model speaks h2c, so its streams share one connection.
         let http2 = config.upstream.http2_prior_knowledge || demo.is_some();
         let upstream = UpstreamClient::new(&config.upstream, &base_url, api_key, http2)?;
-        lifecycle.spawn(upstream.probe(
+        // A service, not work: it ends when shutdown begins and holds nothing up.
+        lifecycle.spawn_service(upstream.probe(
             ms(config.upstream.health_check_ms),
-            lifecycle.stop_streams().clone(),
+            lifecycle.draining().clone(),
         ));
         let permits = PermitPool::local(
             config.limits.max_concurrent_upstream,

@@ -118,6 +118,7 @@ impl AnswerService {
         caller: Caller,
         received: Instant,
     ) -> Result<Admitted, AdmissionError> {
+        let _span = tracing::debug_span!("admission").entered();
         if self.lifecycle.is_draining() {
             return Err(AdmissionError::ShuttingDown);
         }
@@ -190,6 +191,7 @@ impl AnswerService {
 
     /// The bookkeeping at an exchange's end: metrics, the log line, the record for the writer.
     fn finish(&self, started: Started, request: AnswerRequest, outcome: ExchangeOutcome) {
+        let _span = tracing::debug_span!("log_write").entered();
         self.ctx.metrics.observe(&outcome);
         // User text only when the operator allows it (`log.user_text`).
         let question = self

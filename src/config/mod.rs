@@ -33,6 +33,7 @@ pub struct Config {
     pub prompts: PromptsConfig,
     pub log: LogConfig,
     pub cors: CorsConfig,
+    pub telemetry: TelemetryConfig,
 }
 
 #[derive(Debug, thiserror::Error)]

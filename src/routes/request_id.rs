@@ -34,6 +34,8 @@ pub async fn assign(mut request: Request, next: Next) -> Response {
         method = %request.method(),
         path = %request.uri().path(),
     );
+    // With tracing on, a client's `traceparent` makes this span part of its trace.
+    crate::telemetry::continue_trace(&span, request.headers());
     request.extensions_mut().insert(RequestId(id));
     let mut response = next.run(request).instrument(span).await;
     response.headers_mut().insert(HEADER, header);

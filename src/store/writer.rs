@@ -13,6 +13,7 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, timeout_at};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::config::{WriterConfig, ms};
 use crate::lifecycle::Lifecycle;
@@ -370,6 +371,11 @@ impl WriterTask {
     }
 
     async fn store(&mut self, batch: &[LogRecord]) -> Result<(), StoreError> {
+        let span = tracing::debug_span!("log_batch_write", rows = batch.len());
+        self.store_batch(batch).instrument(span).await
+    }
+
+    async fn store_batch(&mut self, batch: &[LogRecord]) -> Result<(), StoreError> {
         self.migrate().await?;
         let mut chats = Vec::new();
         let mut ocrs = Vec::new();

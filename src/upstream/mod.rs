@@ -17,6 +17,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use tokio::time::{Instant, sleep, timeout_at};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::config::{UpstreamConfig, ms};
 pub use reachability::Reach;
@@ -235,7 +236,8 @@ impl UpstreamClient {
         let budget_ends = Instant::now() + self.total_timeout;
         let mut attempt = 0;
         loop {
-            let err = match self.open_once(&body).await {
+            let span = tracing::debug_span!("upstream_attempt", attempt = attempt + 1);
+            let err = match self.open_once(&body).instrument(span).await {
                 Ok(stream) => return Ok(stream),
                 Err(err) => err,
             };
@@ -257,6 +259,11 @@ impl UpstreamClient {
         let first_deadline = started + self.first_chunk_timeout;
         let total_deadline = started + self.total_timeout;
         let mut request = self.http.post(self.endpoint.clone()).json(body);
+        let mut trace = reqwest::header::HeaderMap::new();
+        crate::telemetry::inject_trace(&mut trace);
+        if !trace.is_empty() {
+            request = request.headers(trace);
+        }
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key.expose_secret());
         }

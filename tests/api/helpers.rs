@@ -21,10 +21,12 @@ use crate::eventually::eventually;
 
 static TRACING: LazyLock<()> = LazyLock::new(|| {
     if std::env::var("TEST_LOG").is_ok() {
-        chat_proxy::telemetry::init(&chat_proxy::config::LogConfig {
+        let log = chat_proxy::config::LogConfig {
             filter: "debug".into(),
             ..Default::default()
-        });
+        };
+        // No exporter: nothing to flush.
+        let _telemetry = chat_proxy::telemetry::init(&log, &Default::default());
     }
 });
 

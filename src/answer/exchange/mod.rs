@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::metrics::AnswerMetrics;
 use crate::ocr::{Priority, Requester};
@@ -190,8 +191,11 @@ impl Exchange {
             };
             // Boxed: the round's state (the upstream call, its stream) exists only while it
             // runs, so an exchange waiting in the queue stays small.
+            let span = tracing::debug_span!("upstream_call", model = %upstream_model, round);
             let Round { text, calls } =
-                Box::pin(self.stream_round(messages, definitions.get(), call, permit)).await?;
+                Box::pin(self.stream_round(messages, definitions.get(), call, permit))
+                    .instrument(span)
+                    .await?;
             if calls.is_empty() {
                 break;
             }
@@ -218,7 +222,10 @@ impl Exchange {
             }
             let first = self.tool_calls.len() - calls.len();
             // No permit is held here: other users' answers use the upstream meanwhile.
-            let runs = calls.iter().map(|call| tools.run(requester, call));
+            let runs = calls.iter().map(|call| {
+                let span = tracing::debug_span!("tool", name = %call.name, id = %call.id);
+                tools.run(requester, call).instrument(span)
+            });
             let outputs = Box::pin(self.outbox.guarded(futures::future::join_all(runs))).await?;
             messages.push(UpstreamMessage::Own(json!({
                 "role": "assistant",
@@ -264,8 +271,10 @@ impl Exchange {
             Entry::Queued(waiter) => {
                 let position = waiter.position();
                 self.outbox.emit(AnswerEvent::Queued { position })?;
+                let span = tracing::debug_span!("queue_wait", position);
                 self.outbox
                     .guarded(waiter.wait())
+                    .instrument(span)
                     .await?
                     .map_err(queue_error)?
             }
