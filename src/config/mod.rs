@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod operations;
 mod sections;
 mod validate;
 
+pub use operations::*;
 pub use sections::*;
 
 /// Prefix of environment variables that override config keys (`CHAT_PROXY__LIMITS__MAX_QUEUE=50`).
