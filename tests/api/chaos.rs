@@ -11,13 +11,12 @@ use std::time::Duration;
 use chat_proxy::demo::MockKnobs;
 use futures::StreamExt as _;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 use crate::eventually::eventually;
 use crate::fixtures::holding_card;
-use crate::helpers::{TestApp, read_events, spawn_app_with};
+use crate::helpers::{TestApp, read_events, spawn_app_with, start_and_stop_reading};
 use crate::image_server::ImageServer;
 use crate::mysql::{Relay, TestDatabase, server_addr};
 
@@ -157,17 +156,7 @@ async fn one(app: &TestApp, kind: Kind, i: usize, image: &str) -> Ended {
 /// A client that reads the head and a little of a long answer, then reads nothing more, with
 /// the connection left open.
 async fn stop_reading(app: &TestApp, text: &str) -> Ended {
-    let body = json!({"user_input": text}).to_string();
-    let mut tcp = TcpStream::connect(app.addr).await.expect("connect");
-    let head = format!(
-        "POST /answer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    tcp.write_all(head.as_bytes()).await.expect("head");
-    tcp.write_all(body.as_bytes()).await.expect("body");
-    let mut first = vec![0u8; 400];
-    tcp.read_exact(&mut first).await.expect("the stream begins");
-    let first = String::from_utf8_lossy(&first).into_owned();
+    let (tcp, first) = start_and_stop_reading(app, text).await;
     let request_id = first
         .lines()
         .find_map(|line| line.strip_prefix("x-request-id: "))

@@ -14,6 +14,8 @@ use chat_proxy::store::Database;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use serde_json::Value;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -249,4 +251,23 @@ pub async fn wait_for_aborted(app: &TestApp, count: usize) {
         },
     )
     .await;
+}
+
+/// Sends a streamed `/answer` for `question` over a raw connection, reads the head and a
+/// little of the answer (returned as text), and then stops reading, keeping the connection
+/// open for as long as the caller holds it.
+pub async fn start_and_stop_reading(app: &TestApp, question: &str) -> (TcpStream, String) {
+    let body = serde_json::json!({"user_input": question}).to_string();
+    let mut tcp = TcpStream::connect(app.addr).await.expect("connect");
+    let head = format!(
+        "POST /answer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.expect("write head");
+    tcp.write_all(body.as_bytes()).await.expect("write body");
+    let mut first = [0u8; 400];
+    tcp.read_exact(&mut first).await.expect("the stream begins");
+    let first = String::from_utf8_lossy(&first).into_owned();
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    (tcp, first)
 }

@@ -6,36 +6,16 @@ use std::time::Duration;
 
 use chat_proxy::demo::MockKnobs;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 
 use crate::eventually::eventually;
-use crate::helpers::{TestApp, answer_text, last, read_events, spawn_app_with};
+use crate::helpers::{
+    TestApp, answer_text, last, read_events, spawn_app_with, start_and_stop_reading,
+};
 
 /// A question the mock echoes in every chunk: `tokens` chunks of it make the answer.
 fn long_question() -> String {
     "lorem ipsum ".repeat(350)
-}
-
-/// Sends a streamed `/answer` for `question`, reads about 200 bytes of the answer, and then
-/// stops reading, keeping the connection open.
-async fn start_and_stop_reading(app: &TestApp, question: &str) -> TcpStream {
-    let body = json!({"user_input": question}).to_string();
-    let mut tcp = TcpStream::connect(app.addr).await.expect("connect");
-    let head = format!(
-        "POST /answer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    tcp.write_all(head.as_bytes()).await.expect("write head");
-    tcp.write_all(body.as_bytes()).await.expect("write body");
-    let mut first = [0u8; 200];
-    tcp.read_exact(&mut first).await.expect("the stream begins");
-    assert!(
-        first.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&first)
-    );
-    tcp
 }
 
 /// Waits until the mock has seen `requests` requests and has none in flight.
@@ -85,7 +65,7 @@ async fn five_clients_that_stop_reading_do_not_keep_the_permits() {
     let question = long_question();
     let mut stalled = Vec::new();
     for _ in 0..5 {
-        stalled.push(start_and_stop_reading(&app, &question).await);
+        stalled.push(start_and_stop_reading(&app, &question).await.0);
     }
     // Every permit comes back while the five sockets stay open.
     wait_for_upstream_idle(&app, 5).await;
@@ -122,7 +102,7 @@ async fn a_client_that_reads_nothing_for_the_write_timeout_ends_its_answer() {
         c.server.client_write_timeout_ms = 1000;
     })
     .await;
-    let mut tcp = start_and_stop_reading(&app, &long_question()).await;
+    let mut tcp = start_and_stop_reading(&app, &long_question()).await.0;
     wait_for_upstream_idle(&app, 1).await;
     assert_eq!(
         app.mock.counters().aborted.load(Ordering::Acquire),
@@ -165,7 +145,7 @@ async fn the_total_timeout_bounds_an_answer_its_client_does_not_read() {
         c.limits.max_buffered_answer_bytes = 64 << 20;
     })
     .await;
-    let _tcp = start_and_stop_reading(&app, &long_question()).await;
+    let _tcp = start_and_stop_reading(&app, &long_question()).await.0;
     let rows = statuses(&app, 1).await;
     assert_eq!(
         rows,
