@@ -95,10 +95,7 @@ impl Outbox {
             self.backlog.take(weight);
             return Err(Interrupt::Shutdown);
         }
-        self.tx.send(event).map_err(|_| {
-            self.backlog.take(weight);
-            Interrupt::ClientGone
-        })
+        self.send_counted(event, weight)
     }
 
     /// Sends the event that ends a failed stream, past the backlog's limit if need be: a
@@ -107,9 +104,15 @@ impl Outbox {
         let weight = weight(&event);
         // Counted, though over the limit, so the budget stays exact when it is taken.
         self.backlog.add_over_limit(weight);
-        if self.tx.send(event).is_err() {
+        let _ = self.send_counted(event, weight);
+    }
+
+    /// Sends an event whose `weight` is already counted; a client gone gives it back.
+    fn send_counted(&self, event: AnswerEvent, weight: usize) -> Result<(), Interrupt> {
+        self.tx.send(event).map_err(|_| {
             self.backlog.take(weight);
-        }
+            Interrupt::ClientGone
+        })
     }
 
     /// Resolves when the client has taken every event, or with why it never will.
