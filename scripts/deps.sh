@@ -2,7 +2,7 @@
 # Installs the Debian packages chat-proxy needs to build, run and test, when they are missing.
 # Idempotent: installed packages are left alone, and apt is not touched when nothing is missing.
 #   scripts/deps.sh run    packages to build and run the service
-#   scripts/deps.sh test   also what the tests use (MariaDB, curl)
+#   scripts/deps.sh test   also what the tests use (MariaDB, curl, Chromium and playwright-core)
 set -euo pipefail
 
 # Build: bindgen needs libclang; OCR: Tesseract with Chinese and English data.
@@ -12,11 +12,12 @@ if [[ "${1:-run}" == "test" ]]; then
     # Tests and benchmarks: MariaDB, curl, a CJK font to draw the OCR fixtures, the tesseract
     # command-line tool the OCR benchmark compares against, promtool (package prometheus),
     # which checks /metrics and deploy/alerts.yml, Python's venv for the API fuzzer
-    # (scripts/fuzz-api.sh), and systemd-analyze, which checks deploy/chat-proxy.service.
+    # (scripts/fuzz-api.sh), systemd-analyze, which checks deploy/chat-proxy.service, and
+    # Chromium for the chat page's browser test (tests/browser.rs).
     want+=(curl mariadb-server mariadb-client fonts-wqy-zenhei tesseract-ocr prometheus
-           python3 python3-venv systemd)
-    # The npm SDK test (scripts/sdk-tests.sh) needs Node.js; Debian's is used only when the
-    # machine has none of its own.
+           python3 python3-venv systemd chromium)
+    # The npm SDK test (scripts/sdk-tests.sh) and the browser test need Node.js; Debian's is
+    # used only when the machine has none of its own.
     if ! command -v node >/dev/null 2>&1; then
         want+=(nodejs npm)
     fi
@@ -40,4 +41,14 @@ fi
 if ! command -v cargo >/dev/null 2>&1; then
     echo "cargo not found: install a Rust toolchain (1.85 or newer), e.g. with rustup" >&2
     exit 1
+fi
+
+# The browser test drives Debian's Chromium with playwright-core from npm (no browser download),
+# installed once under target/.
+if [[ "${1:-run}" == "test" ]]; then
+    playwright="$(dirname "$0")/../target/browser-node"
+    if [[ ! -f "$playwright/node_modules/playwright-core/package.json" ]]; then
+        mkdir -p "$playwright"
+        npm install --prefix "$playwright" --no-audit --no-fund --silent playwright-core@1.64.1
+    fi
 fi

@@ -98,7 +98,7 @@ fn hash(config_key: &str, key: &str) -> anyhow::Result<[u8; 32]> {
 }
 
 /// Lets a request through with a valid key (or when no key is configured); the health routes
-/// are open.
+/// and the chat page's own files are open (the page asks for the key itself).
 pub async fn require_key(
     State(keys): State<ClientKeys>,
     mut request: Request,
@@ -142,8 +142,8 @@ pub async fn require_key(
 fn is_open(path: &str) -> bool {
     matches!(
         path,
-        "/health" | "/actuator/health" | "/health/live" | "/health/ready"
-    )
+        "/health" | "/actuator/health" | "/health/live" | "/health/ready" | "/"
+    ) || path.starts_with("/ui/")
 }
 
 /// The token of `Bearer TOKEN`; the scheme's name is case-insensitive (RFC 9110).

@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::request::ClientTools;
-use crate::ocr::{ImageRequest, OcrService, Requester, UrlType};
+use crate::ocr::{ImageRequest, OcrService, Requester, UrlType, data_url};
 use crate::prompts::Prompts;
 use crate::store::LogWriter;
 
@@ -175,6 +175,11 @@ impl ToolBox {
             .and_then(Value::as_str)
             .filter(|u| !u.trim().is_empty())
             .ok_or_else(|| invalid("`image_url` (a string) is required".into()))?;
+        // A screenshot the user attached arrives inline; `url_type` does not apply to it.
+        if data_url::is_data_url(image_url) {
+            return data_url::decode(image_url, self.ocr.config().max_image_bytes)
+                .map_err(|e| (e.code(), e.to_string()));
+        }
         let url_type = match arguments.get("url_type") {
             None | Some(Value::Null) => self.default_url_type,
             Some(Value::String(name)) => match UrlType::parse(name) {

@@ -36,6 +36,7 @@ pub struct Config {
     pub log: LogConfig,
     pub cors: CorsConfig,
     pub telemetry: TelemetryConfig,
+    pub ui: UiConfig,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,4 +1,5 @@
-//! The sections about watching the service run: its log, the browsers it answers, its traces.
+//! The sections about watching and reaching the service: its log, the browsers it answers, its
+//! traces, its chat page.
 
 use serde::{Deserialize, Serialize};
 
@@ -65,5 +66,19 @@ impl Default for TelemetryConfig {
             otlp_endpoint: String::new(),
             service_name: "chat-proxy".into(),
         }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UiConfig {
+    /// Serve the chat page at `/` (its assets under `/ui/`). The page itself needs no key;
+    /// everything it asks the API for does.
+    pub enabled: bool,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        Self { enabled: true }
     }
 }

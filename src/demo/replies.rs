@@ -143,7 +143,7 @@ pub(super) fn client_tool_call(request: &Value, question: &str) -> Option<(Strin
 }
 
 /// A streamed answer that makes `calls` (name, arguments): the first call shares its chunk
-/// with some content, arguments come in `tool_fragment`-sized pieces, and the calls are
+/// with some content, arguments come in `tool_fragment`-sized (or larger) pieces, and the calls are
 /// interleaved by `index`.
 pub(super) fn tool_call_frames(
     model: &str,
@@ -171,7 +171,12 @@ pub(super) fn tool_call_frames(
         };
         frames.push(chunk(delta, Value::Null));
     }
-    let size = knobs.tool_fragment.max(1);
+    // A long argument (an inline `data:` image) comes in at most 32 pieces, not thousands.
+    let longest_argument = arguments.iter().map(|a| a.chars().count()).max();
+    let size = knobs
+        .tool_fragment
+        .max(longest_argument.unwrap_or(0) / 32)
+        .max(1);
     let pieces: Vec<Vec<String>> = arguments
         .iter()
         .map(|a| {

@@ -3,6 +3,7 @@
 //! funds. [`OcrService`] runs the whole of it and hands every result to the log writer. Two ways
 //! to run many images: [`http_jobs`] (`POST /ocr/jobs`) and [`dir_command`] (`chat-proxy ocr-dir`).
 
+pub mod data_url;
 pub mod dir_command;
 pub mod extract;
 pub mod fetch;

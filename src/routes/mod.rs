@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod origin;
 pub mod request_id;
 pub mod sse;
+pub mod ui;
 
 use std::time::Duration;
 
@@ -58,7 +59,16 @@ pub fn router(state: AppState) -> Router {
         .route("/health/ready", get(health::ready))
         .route("/actuator/health", get(health::actuator_health))
         .route("/openapi.json", get(openapi::openapi))
-        .route("/metrics", get(metrics::metrics))
+        .route("/metrics", get(metrics::metrics));
+    let routes = if state.config.ui.enabled {
+        routes
+            .route("/", get(ui::page))
+            .route("/ui/settings.json", get(ui::settings))
+            .route("/ui/{*path}", get(ui::file))
+    } else {
+        routes
+    };
+    let routes = routes
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(

@@ -31,3 +31,4 @@ mod shutdown;
 mod slow_clients;
 mod store;
 mod tools;
+mod ui;

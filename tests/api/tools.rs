@@ -244,6 +244,55 @@ async fn image_parts_in_messages_are_read_by_url() {
     );
 }
 
+#[tokio::test]
+async fn an_image_sent_inline_as_a_data_url_is_read_without_a_download() {
+    use base64::Engine as _;
+    let (code, share, png) = card(8);
+    // No image host is allowed: the image is in the request itself.
+    let app = spawn_app_with(MockKnobs::default(), |_| {}).await;
+    let url = format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(&png)
+    );
+    let body = json!({"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "what do I hold?"},
+        {"type": "image_url", "image_url": {"url": url}},
+    ]}]});
+    let events = read_events(app.post_answer(&body).await).await;
+    let result = &by_name(&events, "tool_result")[0].data;
+    assert_eq!(result["ok"], true, "{result}");
+    assert_eq!(result["fund_code"], code.as_str());
+    assert_eq!(result["hold_share"], share.as_str());
+    assert!(answer_text(&events).contains(&code));
+    let ocr_id = result["ocr_id"].as_str().expect("ocr_id");
+    let row = eventually("the OCR row", Duration::from_secs(10), async || {
+        app.database()
+            .ocr_result(ocr_id)
+            .await
+            .expect("read")
+            .ok_or("not yet")
+    })
+    .await;
+    assert_eq!(row.url_type, "upload");
+    assert_eq!(
+        row.image_url,
+        format!("data:image/png ({} bytes)", png.len())
+    );
+
+    // Not an image, or not base64: the tool says why, and the answer goes on.
+    for bad in ["data:text/html;base64,PGI+", "data:image/png;base64,***"] {
+        let body = json!({"messages": [{"role": "user", "content": [
+            {"type": "text", "text": "read it"},
+            {"type": "image_url", "image_url": {"url": bad}},
+        ]}]});
+        let events = read_events(app.post_answer(&body).await).await;
+        let result = &by_name(&events, "tool_result")[0].data;
+        assert_eq!(result["ok"], false);
+        assert_eq!(result["error"]["code"], "invalid_request");
+        assert_eq!(last(&events).name, "done");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_leaving_during_a_tool_run_cancels_cleanly() {
     let (_, _, png) = card(6);

@@ -1,0 +1,212 @@
+// Screenshots: attaching one (button, paste or drop), reading it with POST /ocr, and the table
+// of funds found, whose first fund can be corrected with PATCH /ocr/{id}.
+
+import { ApiFailure, call } from "./api.js";
+
+function el(name, className, ...children) {
+  const node = document.createElement(name);
+  if (className) node.className = className;
+  node.append(...children);
+  return node;
+}
+
+/** The largest inline image "Ask about it" sends as it is; a larger one is re-encoded. */
+const MAX_INLINE_CHARS = 700_000;
+
+/** The screenshot waiting to be read or asked about. */
+export class Attachment {
+  /** `parts`: the bar, preview, name and file input; `onChange(file|null)`. */
+  constructor(parts, onChange) {
+    this.parts = parts;
+    this.onChange = onChange;
+    this.file = null;
+    this.previewUrl = null;
+    parts.input.addEventListener("change", () => {
+      if (parts.input.files?.[0]) this.set(parts.input.files[0]);
+      parts.input.value = "";
+    });
+  }
+
+  /** Takes the first image of a paste or a drop; true if there was one. */
+  takeFrom(dataTransfer) {
+    const file = [...(dataTransfer?.files ?? [])].find((f) => f.type.startsWith("image/"));
+    if (!file) return false;
+    this.set(file);
+    return true;
+  }
+
+  set(file) {
+    this.clear();
+    this.file = file;
+    this.previewUrl = URL.createObjectURL(file);
+    this.parts.preview.src = this.previewUrl;
+    this.parts.name.textContent = `${file.name || "pasted image"} · ${Math.round(file.size / 1024)} KiB`;
+    this.parts.bar.hidden = false;
+    this.onChange(file);
+  }
+
+  /** Forgets the file; its preview URL stays valid for the turns that show it. */
+  clear() {
+    this.file = null;
+    this.previewUrl = null;
+    this.parts.bar.hidden = true;
+    this.parts.preview.removeAttribute("src");
+    this.onChange(null);
+  }
+
+  /** The image as a data URL small enough to send inside a question. */
+  async inline() {
+    const url = await readAsDataUrl(this.file);
+    if (url.length <= MAX_INLINE_CHARS) return url;
+    return reencode(this.previewUrl);
+  }
+}
+
+function readAsDataUrl(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
+}
+
+/** A large image as a JPEG, scaled down until it fits. */
+async function reencode(src) {
+  const image = new Image();
+  image.src = src;
+  await image.decode();
+  let scale = 1;
+  for (;;) {
+    const canvas = document.createElement("canvas");
+    canvas.width = Math.round(image.naturalWidth * scale);
+    canvas.height = Math.round(image.naturalHeight * scale);
+    canvas.getContext("2d").drawImage(image, 0, 0, canvas.width, canvas.height);
+    const url = canvas.toDataURL("image/jpeg", 0.92);
+    if (url.length <= MAX_INLINE_CHARS || scale < 0.3) return url;
+    scale *= 0.8;
+  }
+}
+
+/** Reads `file` with POST /ocr; resolves with the result (`{id, data, elapsed_ms}`). */
+export async function readScreenshot(file) {
+  const form = new FormData();
+  form.append("image", file, file.name || "screenshot.png");
+  const response = await call("/ocr", { method: "POST", form });
+  return response.json();
+}
+
+/** A turn showing a screenshot being read, then its funds (or why it could not be read). */
+export function ocrTurn(previewUrl, name) {
+  const image = el("img", "thumbnail");
+  image.src = previewUrl;
+  image.alt = `The screenshot ${name}`;
+  const status = el("p", "tool running", "reading the screenshot…");
+  const results = el("div", "tool-results");
+  const node = el("li", "turn ocr", el("div", "who", "Screenshot"), image, status, results);
+  return {
+    node,
+    show(result) {
+      status.classList.remove("running");
+      const funds = result.data?.funds ?? [];
+      status.textContent = `read in ${result.elapsed_ms} ms: ${funds.length} fund${funds.length === 1 ? "" : "s"} found`;
+      results.append(fundsTable(result.id, funds));
+      const text = el("details", "ocr-text", el("summary", null, "Text read"), el("pre", null, result.data?.text ?? ""));
+      results.append(text);
+    },
+    fail(failure) {
+      status.classList.remove("running");
+      status.classList.add("failed");
+      status.textContent = `could not read the screenshot: ${failure.message}`;
+      node.classList.add("failed");
+    },
+  };
+}
+
+/**
+ * The funds of OCR result `id` as a table. The first fund's code and share are the result's
+ * own (`fund_code`, `hold_share`), and a correction of them is saved with PATCH /ocr/{id}; the
+ * API keeps one correction per result, so the other rows are shown as read.
+ */
+export function fundsTable(id, funds) {
+  const body = el("tbody");
+  funds.forEach((fund, index) => {
+    const row = el("tr");
+    row.dataset.fundCode = fund.fund_code ?? "";
+    if (index === 0) {
+      const code = input(fund.fund_code ?? "", "Fund code", "\\d{6}", "numeric");
+      const share = input(fund.hold_share ?? "", "Held shares", "[0-9.]+", "decimal");
+      const save = el("button", null, "Save");
+      save.type = "button";
+      const note = el("span", "save-status");
+      note.setAttribute("role", "status");
+      save.addEventListener("click", () => saveCorrection(id, code, share, save, note));
+      for (const field of [code, share]) {
+        field.addEventListener("keydown", (event) => {
+          if (event.key === "Enter") save.click();
+        });
+      }
+      row.append(el("td", null, code), el("td", null, share), el("td", null, fund.name ?? ""), el("td", null, save, note));
+    } else {
+      row.append(
+        el("td", null, fund.fund_code ?? ""),
+        el("td", null, fund.hold_share ?? "–"),
+        el("td", null, fund.name ?? ""),
+        el("td", "muted", ""),
+      );
+    }
+    body.append(row);
+  });
+  if (funds.length === 0) {
+    body.append(el("tr", null, el("td", "muted", "No fund code was found on this screenshot.")));
+    body.lastChild.firstChild.colSpan = 4;
+  }
+  const head = el("tr", null, el("th", null, "Fund code"), el("th", null, "Held shares"), el("th", null, "Name"), el("th", null, ""));
+  const table = el("table", "funds", el("thead", null, head), body);
+  table.dataset.ocrId = id;
+  const caption = el("caption", null, `OCR result ${id}`);
+  table.prepend(caption);
+  return el("div", "table-scroll", table);
+}
+
+function input(value, label, pattern, mode) {
+  const field = el("input");
+  field.value = value;
+  field.setAttribute("aria-label", label);
+  field.pattern = pattern;
+  field.inputMode = mode;
+  field.size = 12;
+  return field;
+}
+
+/** Saves the first fund's correction; retries while the result is still on its way to the database. */
+async function saveCorrection(id, code, share, button, note) {
+  const body = {};
+  if (code.value.trim()) body.update_fund_code = code.value.trim();
+  if (share.value.trim()) body.update_hold_share = share.value.trim();
+  button.disabled = true;
+  note.className = "save-status";
+  note.textContent = "saving…";
+  try {
+    for (let attempt = 0; ; attempt += 1) {
+      try {
+        const response = await call(`/ocr/${encodeURIComponent(id)}`, { method: "PATCH", json: body });
+        const saved = await response.json();
+        note.textContent = `saved: ${saved.update_fund_code ?? "–"} / ${saved.update_hold_share ?? "–"}`;
+        note.classList.add("ok");
+        return;
+      } catch (err) {
+        if (err instanceof ApiFailure && err.status === 409 && attempt < 10) {
+          await new Promise((resolve) => setTimeout(resolve, (err.retryAfter ?? 1) * 1000));
+          continue;
+        }
+        throw err;
+      }
+    }
+  } catch (err) {
+    note.textContent = err.message;
+    note.classList.add("error-text");
+  } finally {
+    button.disabled = false;
+  }
+}
