@@ -1,5 +1,5 @@
 // Screenshots: attaching one (button, paste or drop), reading it with POST /ocr, and the table
-// of funds found, whose first fund can be corrected with PATCH /ocr/{id}.
+// of funds found, whose codes and shares can be corrected with PATCH /ocr/{id}.
 
 import { ApiFailure, call } from "./api.js";
 
@@ -124,49 +124,44 @@ export function ocrTurn(previewUrl, name) {
 }
 
 /**
- * The funds of OCR result `id` as a table. The first fund's code and share are the result's
- * own (`fund_code`, `hold_share`), and a correction of them is saved with PATCH /ocr/{id}; the
- * API keeps one correction per result, so the other rows are shown as read.
+ * The funds of OCR result `id` as a table whose codes and shares can be corrected: "Save"
+ * sends every row with PATCH /ocr/{id} (`update_funds`; the first row is also the result's own
+ * `fund_code` and `hold_share`).
  */
 export function fundsTable(id, funds) {
   const body = el("tbody");
-  funds.forEach((fund, index) => {
-    const row = el("tr");
+  const fields = funds.map((fund) => {
+    const code = input(fund.fund_code ?? "", "Fund code", "\\d{6}", "numeric");
+    const share = input(fund.hold_share ?? "", "Held shares", "[0-9.]*", "decimal");
+    const row = el("tr", null, el("td", null, code), el("td", null, share), el("td", null, fund.name ?? ""));
     row.dataset.fundCode = fund.fund_code ?? "";
-    if (index === 0) {
-      const code = input(fund.fund_code ?? "", "Fund code", "\\d{6}", "numeric");
-      const share = input(fund.hold_share ?? "", "Held shares", "[0-9.]+", "decimal");
-      const save = el("button", null, "Save");
-      save.type = "button";
-      const note = el("span", "save-status");
-      note.setAttribute("role", "status");
-      save.addEventListener("click", () => saveCorrection(id, code, share, save, note));
+    body.append(row);
+    return { code, share };
+  });
+  if (funds.length === 0) {
+    body.append(el("tr", null, el("td", "muted", "No fund code was found on this screenshot.")));
+    body.lastChild.firstChild.colSpan = 3;
+  }
+  const head = el("tr", null, el("th", null, "Fund code"), el("th", null, "Held shares"), el("th", null, "Name"));
+  const table = el("table", "funds", el("caption", null, `OCR result ${id}`), el("thead", null, head), body);
+  table.dataset.ocrId = id;
+  const box = el("div", "funds-box", el("div", "table-scroll", table));
+  if (funds.length > 0) {
+    const save = el("button", null, "Save corrections");
+    save.type = "button";
+    const note = el("span", "save-status");
+    note.setAttribute("role", "status");
+    save.addEventListener("click", () => saveCorrection(id, fields, save, note));
+    for (const { code, share } of fields) {
       for (const field of [code, share]) {
         field.addEventListener("keydown", (event) => {
           if (event.key === "Enter") save.click();
         });
       }
-      row.append(el("td", null, code), el("td", null, share), el("td", null, fund.name ?? ""), el("td", null, save, note));
-    } else {
-      row.append(
-        el("td", null, fund.fund_code ?? ""),
-        el("td", null, fund.hold_share ?? "–"),
-        el("td", null, fund.name ?? ""),
-        el("td", "muted", ""),
-      );
     }
-    body.append(row);
-  });
-  if (funds.length === 0) {
-    body.append(el("tr", null, el("td", "muted", "No fund code was found on this screenshot.")));
-    body.lastChild.firstChild.colSpan = 4;
+    box.append(el("div", "save-row", save, note));
   }
-  const head = el("tr", null, el("th", null, "Fund code"), el("th", null, "Held shares"), el("th", null, "Name"), el("th", null, ""));
-  const table = el("table", "funds", el("thead", null, head), body);
-  table.dataset.ocrId = id;
-  const caption = el("caption", null, `OCR result ${id}`);
-  table.prepend(caption);
-  return el("div", "table-scroll", table);
+  return box;
 }
 
 function input(value, label, pattern, mode) {
@@ -179,11 +174,14 @@ function input(value, label, pattern, mode) {
   return field;
 }
 
-/** Saves the first fund's correction; retries while the result is still on its way to the database. */
-async function saveCorrection(id, code, share, button, note) {
-  const body = {};
-  if (code.value.trim()) body.update_fund_code = code.value.trim();
-  if (share.value.trim()) body.update_hold_share = share.value.trim();
+/** Saves every row; retries while the result is still on its way to the database. */
+async function saveCorrection(id, fields, button, note) {
+  const body = {
+    update_funds: fields.map(({ code, share }) => ({
+      fund_code: code.value.trim(),
+      hold_share: share.value.trim() || null,
+    })),
+  };
   button.disabled = true;
   note.className = "save-status";
   note.textContent = "saving…";
@@ -192,7 +190,8 @@ async function saveCorrection(id, code, share, button, note) {
       try {
         const response = await call(`/ocr/${encodeURIComponent(id)}`, { method: "PATCH", json: body });
         const saved = await response.json();
-        note.textContent = `saved: ${saved.update_fund_code ?? "–"} / ${saved.update_hold_share ?? "–"}`;
+        const count = saved.update_funds?.length ?? 0;
+        note.textContent = `saved ${count} fund${count === 1 ? "" : "s"}`;
         note.classList.add("ok");
         return;
       } catch (err) {

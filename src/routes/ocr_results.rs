@@ -13,6 +13,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::ocr::{Access, OcrData};
 use crate::routes::read_body;
 use crate::state::AppState;
+use crate::store::OcrCorrection;
 
 /// An OCR result as `GET /ocr/{id}` shows it: what was read, and any correction.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -26,8 +27,12 @@ pub struct OcrResultView {
     pub status: String,
     pub error_code: Option<String>,
     pub data: OcrData,
+    /// The first fund's corrected code (null: not corrected).
     pub update_fund_code: Option<String>,
+    /// The first fund's corrected held shares.
     pub update_hold_share: Option<String>,
+    /// Every fund as corrected, when a correction gave the whole list.
+    pub update_funds: Option<Vec<FundCorrection>>,
     pub elapsed_ms: i64,
     pub created_at: DateTime<Utc>,
     /// Null until the row is stored.
@@ -80,6 +85,10 @@ pub async fn get(
             },
             update_fund_code: row.update_fund_code,
             update_hold_share: row.update_hold_share,
+            update_funds: row
+                .update_funds
+                .as_deref()
+                .and_then(|f| serde_json::from_str(f).ok()),
             elapsed_ms: row.elapsed_ms,
             created_at: row.created_at,
             updated_at: Some(row.updated_at),
@@ -96,6 +105,7 @@ pub async fn get(
             data: result.data,
             update_fund_code: None,
             update_hold_share: None,
+            update_funds: None,
             elapsed_ms: i64::try_from(result.elapsed_ms).unwrap_or(i64::MAX),
             created_at: result.created_at,
             updated_at: None,
@@ -104,57 +114,125 @@ pub async fn get(
     }
 }
 
+/// Most funds one correction may list.
+const MAX_CORRECTED_FUNDS: usize = 100;
+
 /// A person's correction of what the OCR read.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Correction {
-    /// Six digits.
+    /// Six digits: the first fund's code.
     #[schema(pattern = "^[0-9]{6}$")]
     update_fund_code: Option<String>,
-    /// A plain decimal number such as `12345.67`.
+    /// A plain decimal number such as `12345.67`: the first fund's held shares.
     #[schema(pattern = "^[0-9.]+$")]
     update_hold_share: Option<String>,
+    /// Every fund the screenshot holds, corrected (at most 100). Its first entry also stands
+    /// for `update_fund_code` and `update_hold_share` when those are not given.
+    update_funds: Option<Vec<FundCorrection>>,
 }
 
-/// A correction whose values were checked: a six-digit code, a plain decimal share.
+/// One fund as a person corrected it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FundCorrection {
+    /// Six digits.
+    #[schema(pattern = "^[0-9]{6}$")]
+    pub fund_code: String,
+    /// A plain decimal number, or null when the page shows no share for it.
+    #[schema(pattern = "^[0-9.]+$")]
+    pub hold_share: Option<String>,
+}
+
+/// A correction whose values were checked: six-digit codes, plain decimal shares.
 struct CheckedCorrection {
     fund_code: Option<String>,
     hold_share: Option<String>,
+    /// `update_funds` as JSON.
+    funds: Option<String>,
+}
+
+impl CheckedCorrection {
+    fn as_store(&self) -> OcrCorrection<'_> {
+        OcrCorrection {
+            fund_code: self.fund_code.as_deref(),
+            hold_share: self.hold_share.as_deref(),
+            funds: self.funds.as_deref(),
+        }
+    }
+}
+
+fn check_code(field: &str, code: &str) -> Result<(), ApiError> {
+    if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!("`{field}` must be 6 digits"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_share(field: &str, share: &str) -> Result<(), ApiError> {
+    let valid = share
+        .parse::<f64>()
+        .is_ok_and(|v| v.is_finite() && v >= 0.0)
+        && share.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    if !valid {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!("`{field}` must be a plain decimal number such as 12345.67"),
+        ));
+    }
+    Ok(())
 }
 
 impl TryFrom<Correction> for CheckedCorrection {
     type Error = ApiError;
 
     fn try_from(body: Correction) -> Result<Self, ApiError> {
-        if body.update_fund_code.is_none() && body.update_hold_share.is_none() {
+        if body.update_fund_code.is_none()
+            && body.update_hold_share.is_none()
+            && body.update_funds.is_none()
+        {
             return Err(ApiError::bad_request(
                 "invalid_request",
-                "give `update_fund_code`, `update_hold_share` or both",
+                "give `update_fund_code`, `update_hold_share`, `update_funds`, or several",
             ));
         }
         if let Some(code) = &body.update_fund_code {
-            if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(ApiError::bad_request(
-                    "invalid_request",
-                    "`update_fund_code` must be 6 digits",
-                ));
-            }
+            check_code("update_fund_code", code)?;
         }
         if let Some(share) = &body.update_hold_share {
-            let valid = share
-                .parse::<f64>()
-                .is_ok_and(|v| v.is_finite() && v >= 0.0)
-                && share.bytes().all(|b| b.is_ascii_digit() || b == b'.');
-            if !valid {
-                return Err(ApiError::bad_request(
-                    "invalid_request",
-                    "`update_hold_share` must be a plain decimal number such as 12345.67",
-                ));
-            }
+            check_share("update_hold_share", share)?;
         }
+        let mut fund_code = body.update_fund_code;
+        let mut hold_share = body.update_hold_share;
+        let funds = match body.update_funds {
+            None => None,
+            Some(funds) => {
+                if funds.len() > MAX_CORRECTED_FUNDS {
+                    return Err(ApiError::bad_request(
+                        "invalid_request",
+                        format!("`update_funds` may list at most {MAX_CORRECTED_FUNDS} funds"),
+                    ));
+                }
+                for (i, fund) in funds.iter().enumerate() {
+                    check_code(&format!("update_funds[{i}].fund_code"), &fund.fund_code)?;
+                    if let Some(share) = &fund.hold_share {
+                        check_share(&format!("update_funds[{i}].hold_share"), share)?;
+                    }
+                }
+                if let Some(first) = funds.first() {
+                    fund_code = fund_code.or_else(|| Some(first.fund_code.clone()));
+                    hold_share = hold_share.or_else(|| first.hold_share.clone());
+                }
+                Some(serde_json::to_string(&funds).expect("plain strings serialise"))
+            }
+        };
         Ok(Self {
-            fund_code: body.update_fund_code,
-            hold_share: body.update_hold_share,
+            fund_code,
+            hold_share,
+            funds,
         })
     }
 }
@@ -189,18 +267,15 @@ pub async fn correct(
     let correction: Correction = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(
             "invalid_request",
-            format!("body must be {{\"update_fund_code\", \"update_hold_share\"}}: {e}"),
+            format!(
+                "body must be {{\"update_fund_code\", \"update_hold_share\", \"update_funds\"}}: {e}"
+            ),
         )
     })?;
     let correction = CheckedCorrection::try_from(correction)?;
     let found = state
         .database
-        .correct_ocr_result(
-            &id,
-            access.only_owner(),
-            correction.fund_code.as_deref(),
-            correction.hold_share.as_deref(),
-        )
+        .correct_ocr_result(&id, access.only_owner(), &correction.as_store())
         .await
         .map_err(store_error)?;
     if !found {

@@ -11,6 +11,6 @@ pub mod spill;
 pub mod writer;
 
 pub use db::{Database, StoreError};
-pub use reads::{StoredChatLog, StoredOcrResult};
+pub use reads::{OcrCorrection, StoredChatLog, StoredOcrResult};
 pub use records::{ChatLogRecord, LogRecord, OcrResultRecord};
 pub use writer::{INTERRUPTED, LogWriter, WriterStats};

@@ -41,6 +41,8 @@ pub struct StoredOcrResult {
     pub ocr_text: String,
     pub update_fund_code: Option<String>,
     pub update_hold_share: Option<String>,
+    /// Every fund as corrected, JSON (`[{"fund_code", "hold_share"}]`).
+    pub update_funds: Option<String>,
     pub elapsed_ms: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -110,7 +112,7 @@ impl Database {
         // The CAST reads MySQL's unsigned column as i64; SQLite takes it as a no-op.
         const SQL: &str = "SELECT ocr_id, request_id, client_key_id, image_url, url_type, status, error_code, \
             ocr_fund_code, ocr_hold_share, funds, ocr_text, update_fund_code, update_hold_share, \
-            CAST(elapsed_ms AS SIGNED) AS elapsed_ms, created_at, updated_at \
+            update_funds, CAST(elapsed_ms AS SIGNED) AS elapsed_ms, created_at, updated_at \
             FROM ocr_results WHERE ocr_id = ?";
         Ok(match self {
             Self::MySql(pool) => sqlx::query(SQL)
@@ -128,24 +130,26 @@ impl Database {
         })
     }
 
-    /// Stores a person's correction beside the OCR's own values (which stay). Returns whether
-    /// the row exists and, when `owner` is given, belongs to that key id.
+    /// Stores a person's correction beside the OCR's own values (which stay); what it leaves
+    /// out keeps its earlier correction. Returns whether the row exists and, when `owner` is
+    /// given, belongs to that key id.
     pub async fn correct_ocr_result(
         &self,
         ocr_id: &str,
         owner: Option<&str>,
-        fund_code: Option<&str>,
-        hold_share: Option<&str>,
+        correction: &OcrCorrection<'_>,
     ) -> Result<bool, StoreError> {
         const SQL: &str = "UPDATE ocr_results SET \
             update_fund_code = COALESCE(?, update_fund_code), \
-            update_hold_share = COALESCE(?, update_hold_share), updated_at = ? \
+            update_hold_share = COALESCE(?, update_hold_share), \
+            update_funds = COALESCE(?, update_funds), updated_at = ? \
             WHERE ocr_id = ? AND (? IS NULL OR client_key_id = ?)";
         let now = Utc::now();
         let affected = match self {
             Self::MySql(pool) => sqlx::query(SQL)
-                .bind(fund_code)
-                .bind(hold_share)
+                .bind(correction.fund_code)
+                .bind(correction.hold_share)
+                .bind(correction.funds)
                 .bind(now)
                 .bind(ocr_id)
                 .bind(owner)
@@ -154,8 +158,9 @@ impl Database {
                 .await?
                 .rows_affected(),
             Self::Sqlite(pool) => sqlx::query(SQL)
-                .bind(fund_code)
-                .bind(hold_share)
+                .bind(correction.fund_code)
+                .bind(correction.hold_share)
+                .bind(correction.funds)
                 .bind(now)
                 .bind(ocr_id)
                 .bind(owner)
@@ -166,6 +171,17 @@ impl Database {
         };
         Ok(affected > 0)
     }
+}
+
+/// What a person corrected in an OCR result; `None` leaves a value as it was.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OcrCorrection<'a> {
+    /// The first fund's code.
+    pub fund_code: Option<&'a str>,
+    /// The first fund's held shares.
+    pub hold_share: Option<&'a str>,
+    /// Every fund, as JSON (`[{"fund_code", "hold_share"}]`).
+    pub funds: Option<&'a str>,
 }
 
 fn stored_chat_log<R>(row: &R) -> Result<StoredChatLog, sqlx::Error>
@@ -215,6 +231,7 @@ where
         ocr_text: row.try_get("ocr_text")?,
         update_fund_code: row.try_get("update_fund_code")?,
         update_hold_share: row.try_get("update_hold_share")?,
+        update_funds: row.try_get("update_funds")?,
         elapsed_ms: row.try_get("elapsed_ms")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,

@@ -289,10 +289,48 @@ async fn oss_download_then_get_and_patch_the_stored_result() {
         "the OCR's own value is kept"
     );
 
+    // Every fund at once: the first stands for the result's own pair; a later correction of
+    // the pair leaves the list as it was.
+    let funds = json!([
+        {"fund_code": "000001", "hold_share": "1.5"},
+        {"fund_code": "000002", "hold_share": null},
+    ]);
+    let patch = async |body: Value| -> Value {
+        app.client
+            .patch(app.url(&format!("/ocr/{id}")))
+            .json(&body)
+            .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("JSON")
+    };
+    let listed = patch(json!({ "update_funds": funds })).await;
+    assert_eq!(listed["update_funds"], funds);
+    assert_eq!(listed["update_fund_code"], "000001");
+    assert_eq!(listed["update_hold_share"], "1.5");
+    let pair = patch(json!({"update_hold_share": "2"})).await;
+    assert_eq!(pair["update_hold_share"], "2");
+    assert_eq!(pair["update_funds"], funds, "the list is kept");
+
+    let too_many: Vec<Value> = (0..101)
+        .map(|_| json!({"fund_code": "000001", "hold_share": "1"}))
+        .collect();
     for (body, status) in [
         (json!({"update_fund_code": "12ab"}), 400),
         (json!({}), 400),
         (json!({"update_hold_share": "1,000"}), 400),
+        (json!({"update_funds": [{"fund_code": "1234567"}]}), 400),
+        (
+            json!({"update_funds": [{"fund_code": "000001", "hold_share": "-1"}]}),
+            400,
+        ),
+        (
+            json!({"update_funds": [{"fund_code": "000001", "name": "x"}]}),
+            400,
+        ),
+        (json!({ "update_funds": too_many }), 400),
     ] {
         let response = app
             .client

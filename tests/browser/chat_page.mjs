@@ -243,6 +243,35 @@ try {
   for (const tabContext of tabContexts) await tabContext.close();
   step(`eight tabs on five permits: one showed "${queued.text}", each got its own whole answer`);
 
+  // HTTP refusals in words (the page's own wording, run in the page).
+  const words = await page.evaluate(async () => {
+    const { explain } = await import("/ui/api.js");
+    return {
+      full: explain(429, "queue_full", "the queue is full", 7),
+      rate: explain(429, "client_rate_limit", "", 30),
+      down: explain(503, "upstream_unavailable", "the model API cannot be reached", 2),
+      key: explain(401, "unauthorized", "", null),
+    };
+  });
+  assert.match(words.full, /queue is full.*Try again in 7 s\./);
+  assert.match(words.rate, /too many requests this minute.*Try again in 30 s\./);
+  assert.match(words.down, /unavailable right now \(the model API cannot be reached\)\. Try again in 2 s\./);
+  assert.match(words.key, /did not accept the API key/);
+  step("429 (with its Retry-After), 503 and 401 are put in words");
+
+  // A pasted image is attached.
+  await page.evaluate(() => {
+    const data = new DataTransfer();
+    data.items.add(new File([new Uint8Array([137, 80, 78, 71])], "pasted.png", { type: "image/png" }));
+    document.getElementById("question").dispatchEvent(new ClipboardEvent("paste", { clipboardData: data, bubbles: true }));
+  });
+  await page.locator("#attachment").waitFor({ state: "visible" });
+  assert.match(await page.locator("#attachment-name").textContent(), /^pasted\.png/);
+  assert.equal(await page.locator("#send").textContent(), "Ask about it");
+  await page.click("#remove-attachment");
+  await page.locator("#attachment").waitFor({ state: "hidden" });
+  step("a pasted image is attached, and can be removed");
+
   // A screenshot read into a table, corrected, and the correction read back.
   await page.click("#new-chat");
   await page.setInputFiles("#file-input", fixture);
@@ -255,9 +284,10 @@ try {
   const ocrId = await ocr.locator("table.funds").getAttribute("data-ocr-id");
   const shareField = ocr.locator("table.funds tbody tr").first().locator("input").nth(1);
   await shareField.fill("4321.5");
-  await ocr.locator("button", { hasText: "Save" }).click();
+  await ocr.locator("button", { hasText: "Save corrections" }).click();
   await ocr.locator(".save-status.ok").waitFor({ timeout: 20000 });
   const stored = await (await api(`/ocr/${ocrId}`)).json();
+  assert.deepEqual(stored.update_funds, [{ fund_code: fixtureCode, hold_share: "4321.5" }]);
   assert.equal(stored.update_hold_share, "4321.5");
   assert.equal(stored.update_fund_code, fixtureCode);
   await page.screenshot({ path: path.join(shots, "ocr.png") });
