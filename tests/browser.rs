@@ -24,7 +24,7 @@ mod fixtures;
 #[path = "support/process.rs"]
 #[allow(dead_code, reason = "used through `binary`, in part")]
 mod process;
-use binary::{chat_proxy, private_override, shipped_config, start_listening};
+use binary::{chat_proxy, private_override, serve_peer, shipped_config, start_listening};
 
 const KEY: &str = "browser-test-key-0123456789";
 const FUND_CODE: &str = "005827";
@@ -62,13 +62,7 @@ async fn serve_counters(mock: MockUpstream) -> SocketAddr {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    #[expect(clippy::disallowed_methods, reason = "a test peer, not the product")]
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
+    serve_peer(app).await
 }
 
 #[test]

@@ -9,7 +9,7 @@ mod binary;
 #[path = "support/process.rs"]
 #[allow(dead_code, reason = "used through `binary`, in part")]
 mod process;
-use binary::{Running, chat_proxy, private_override, shipped_config, start_listening};
+use binary::{Running, chat_proxy, private_override, serve_peer, shipped_config, start_listening};
 
 /// The server's peak resident memory, from `/proc`.
 fn peak_rss_kib(pid: u32) -> u64 {
@@ -42,13 +42,7 @@ async fn serve_image(png: Vec<u8>) -> SocketAddr {
             async move { ([("content-type", "image/png")], png) }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    #[expect(clippy::disallowed_methods, reason = "a test peer, not the product")]
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
+    serve_peer(app).await
 }
 
 /// The bound this test holds the server to while 16 huge images arrive at once.

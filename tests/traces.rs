@@ -15,20 +15,14 @@ mod binary;
 #[path = "support/process.rs"]
 #[allow(dead_code, reason = "used through `binary`, in part")]
 mod process;
-use binary::{Running, chat_proxy, private_override, shipped_config, start_listening};
+use binary::{Running, chat_proxy, private_override, serve_peer, shipped_config, start_listening};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 
 /// Serves `router` on a loopback port until the runtime ends.
 async fn serve(router: Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    #[expect(clippy::disallowed_methods, reason = "a test peer, not the product")]
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    format!("http://{addr}")
+    format!("http://{}", serve_peer(router).await)
 }
 
 /// What the receiver and the upstream saw.

@@ -6,9 +6,15 @@ use chat_proxy::demo::MockKnobs;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::spawn_app_with;
+use crate::helpers::{TestApp, spawn_app_with};
 
 const KEY: &str = "page-test-key-0123456789";
+
+/// `GET /ui/settings.json`, which needs no key.
+async fn settings(app: &TestApp) -> Value {
+    let response = app.client.get(app.url("/ui/settings.json")).send().await;
+    response.expect("sent").json().await.expect("JSON")
+}
 
 #[tokio::test]
 async fn the_page_loads_without_a_key_with_a_strict_policy_and_the_api_still_needs_one() {
@@ -40,16 +46,7 @@ async fn the_page_loads_without_a_key_with_a_strict_policy_and_the_api_still_nee
         assert_eq!(file.headers()["content-type"], content_type, "{path}");
         assert_eq!(file.headers()["x-content-type-options"], "nosniff");
     }
-    let settings: Value = app
-        .client
-        .get(app.url("/ui/settings.json"))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("JSON");
-    assert_eq!(settings["key_required"], true);
+    assert_eq!(settings(&app).await["key_required"], true);
 
     // Nothing else is open: the API the page calls needs the key.
     for path in ["/v1/models", "/ocr/some-id", "/ocr/jobs/some-id"] {
@@ -114,16 +111,7 @@ async fn a_current_copy_is_answered_304_and_a_changed_tag_gets_the_file() {
         .await
         .expect("sent");
     assert_eq!(other.status(), StatusCode::OK);
-    let settings: Value = app
-        .client
-        .get(app.url("/ui/settings.json"))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("JSON");
-    assert_eq!(settings["key_required"], false);
+    assert_eq!(settings(&app).await["key_required"], false);
 }
 
 #[tokio::test]

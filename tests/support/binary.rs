@@ -21,6 +21,18 @@ pub fn children_of(parent: u32) -> Vec<u32> {
         .collect()
 }
 
+/// Serves `router` on a loopback port until the runtime ends: a peer of the binary (an image
+/// host, a trace receiver, a mock's counters).
+pub async fn serve_peer(router: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    #[expect(clippy::disallowed_methods, reason = "a test peer, not the product")]
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    addr
+}
+
 /// Runs `work` to its end on a small runtime of its own (these tests have none).
 pub fn block_on<T>(work: impl std::future::Future<Output = T>) -> T {
     tokio::runtime::Builder::new_current_thread()
