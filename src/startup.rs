@@ -118,7 +118,7 @@ impl Application {
                 log.clone(),
                 prompts,
                 &config.ocr.default_url_type,
-                config.tools.max_rounds,
+                &config.tools,
             ))
         });
         let answer = AnswerContext {

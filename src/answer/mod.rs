@@ -1,13 +1,14 @@
 //! Answers: the checked request ([`request`]), the service that admits it and owns its whole
 //! lifecycle ([`service`]), the exchange that streams the model's answer through the permit pool
 //! ([`exchange`]) into the client's channel (`outbox`, its size kept by [`backlog`]), what it reports ([`events`]) and how it
-//! can fail ([`error`]).
+//! can fail ([`error`]); how images in the messages reach the model and its tool ([`images`]).
 
 pub mod backlog;
 mod burst;
 pub mod error;
 pub mod events;
 pub mod exchange;
+pub mod images;
 pub mod models;
 mod outbox;
 pub mod request;

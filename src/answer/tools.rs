@@ -10,7 +10,9 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
+use super::images::Attachments;
 use super::request::ClientTools;
+use crate::config::{ImageParts, ToolsConfig};
 use crate::ocr::{ImageRequest, OcrService, Requester, UrlType, data_url};
 use crate::prompts::Prompts;
 use crate::store::LogWriter;
@@ -44,6 +46,8 @@ pub struct ToolBox {
     definitions: Box<RawValue>,
     prompts: Prompts,
     pub max_rounds: usize,
+    /// How image parts of user messages go upstream.
+    pub image_parts: ImageParts,
     /// The system message rendered and serialised for one date, so that happens once a day,
     /// not per request.
     rendered: Mutex<Option<(NaiveDate, Arc<RawValue>)>>,
@@ -55,8 +59,10 @@ impl ToolBox {
         log: LogWriter,
         prompts: Prompts,
         default_url_type: &str,
-        max_rounds: usize,
+        config: &ToolsConfig,
     ) -> Self {
+        let max_rounds = config.max_rounds;
+        let image_parts = config.image_parts;
         let default_url_type = UrlType::parse(default_url_type).unwrap_or(UrlType::Oss);
         let description = prompts.ocr_tool.render(&BTreeMap::from([
             ("tool_name", OCR_TOOL_NAME.to_owned()),
@@ -86,6 +92,7 @@ impl ToolBox {
             definitions,
             prompts,
             max_rounds,
+            image_parts,
             rendered: Mutex::new(None),
         }
     }
@@ -118,8 +125,14 @@ impl ToolBox {
 
     /// Runs one call. Errors (a bad argument, a refused URL, not an image) become the tool's
     /// content, so the model can tell the user; they never end the stream.
-    pub async fn run(&self, requester: Requester<'_>, call: &ToolCall) -> ToolOutput {
-        let outcome = match self.parse(call) {
+    /// `attachments` are the exchange's inline images, which a call names `attachment:N`.
+    pub async fn run(
+        &self,
+        requester: Requester<'_>,
+        call: &ToolCall,
+        attachments: &Attachments,
+    ) -> ToolOutput {
+        let outcome = match self.parse(call, attachments) {
             Ok(image) => self
                 .ocr
                 .recognize_logged(&self.log, requester, image)
@@ -160,7 +173,11 @@ impl ToolBox {
         }
     }
 
-    fn parse(&self, call: &ToolCall) -> Result<ImageRequest, (&'static str, String)> {
+    fn parse(
+        &self,
+        call: &ToolCall,
+        attachments: &Attachments,
+    ) -> Result<ImageRequest, (&'static str, String)> {
         let invalid = |m: String| ("invalid_arguments", m);
         if call.name != OCR_TOOL_NAME {
             return Err((
@@ -175,9 +192,19 @@ impl ToolBox {
             .and_then(Value::as_str)
             .filter(|u| !u.trim().is_empty())
             .ok_or_else(|| invalid("`image_url` (a string) is required".into()))?;
-        // A screenshot the user attached arrives inline; `url_type` does not apply to it.
-        if data_url::is_data_url(image_url) {
-            return data_url::decode(image_url, self.ocr.config().max_image_bytes)
+        // A screenshot the user attached arrives inline, named or as it is; `url_type` does not
+        // apply to it.
+        let inline = if Attachments::names(image_url) {
+            Some(attachments.get(image_url).ok_or_else(|| {
+                invalid(format!(
+                    "there is no `{image_url}` in this conversation; name an image as it was given"
+                ))
+            })?)
+        } else {
+            data_url::is_data_url(image_url).then_some(image_url)
+        };
+        if let Some(inline) = inline {
+            return data_url::decode(inline, self.ocr.config().max_image_bytes)
                 .map_err(|e| (e.code(), e.to_string()));
         }
         let url_type = match arguments.get("url_type") {

@@ -381,6 +381,8 @@ pub struct ToolsConfig {
     pub enabled: bool,
     /// Most tool rounds in one answer; after that the model is asked once more without tools.
     pub max_rounds: usize,
+    /// How the `image_url` parts of user messages go upstream while tools are on.
+    pub image_parts: ImageParts,
 }
 
 impl Default for ToolsConfig {
@@ -388,8 +390,20 @@ impl Default for ToolsConfig {
         Self {
             enabled: true,
             max_rounds: 3,
+            image_parts: ImageParts::Reference,
         }
     }
+}
+
+/// How the `image_url` parts of user messages go upstream (`tools.image_parts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageParts {
+    /// As text naming the image (`(image 1: URL)`, `attachment:N` for an inline one), so a model
+    /// that reads only text can pass it to `ocr_image`.
+    Reference,
+    /// As they are, for a model that sees images itself.
+    Forward,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

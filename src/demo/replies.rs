@@ -85,7 +85,7 @@ pub(super) fn build_frames(
 /// Image links in the last `user` message: URLs in its text and its `image_url` parts.
 pub(super) fn image_urls(request: &Value) -> Vec<String> {
     static URL: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-        regex::Regex::new(r#"https?://[^\s"'<>)]+"#).expect("valid regex")
+        regex::Regex::new(r#"https?://[^\s"'<>)]+|attachment:\d+"#).expect("valid regex")
     });
     let Some(message) = request
         .get("messages")

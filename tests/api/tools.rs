@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use chat_proxy::config::Config;
+use chat_proxy::config::{Config, ImageParts};
 use chat_proxy::demo::MockKnobs;
 use serde_json::{Value, json};
 
@@ -244,26 +244,49 @@ async fn image_parts_in_messages_are_read_by_url() {
     );
 }
 
-#[tokio::test]
-async fn an_image_sent_inline_as_a_data_url_is_read_without_a_download() {
+/// A user message with the image inline, as the chat page and Open WebUI send it.
+fn inline_image_question(png: &[u8]) -> Value {
     use base64::Engine as _;
-    let (code, share, png) = card(8);
-    // No image host is allowed: the image is in the request itself.
-    let app = spawn_app_with(MockKnobs::default(), |_| {}).await;
     let url = format!(
         "data:image/png;base64,{}",
-        base64::engine::general_purpose::STANDARD.encode(&png)
+        base64::engine::general_purpose::STANDARD.encode(png)
     );
-    let body = json!({"messages": [{"role": "user", "content": [
+    json!({"messages": [{"role": "user", "content": [
         {"type": "text", "text": "what do I hold?"},
         {"type": "image_url", "image_url": {"url": url}},
-    ]}]});
-    let events = read_events(app.post_answer(&body).await).await;
+    ]}]})
+}
+
+#[tokio::test]
+async fn an_inline_image_is_named_to_the_model_and_read_without_a_download() {
+    let (code, share, png) = card(8);
+    // No image host is allowed: the image is in the request itself.
+    let app = spawn_app_with(
+        MockKnobs {
+            record_requests: true,
+            ..MockKnobs::default()
+        },
+        |_| {},
+    )
+    .await;
+    let events = read_events(app.post_answer(&inline_image_question(&png)).await).await;
+    let call = &by_name(&events, "tool_call")[0].data;
+    assert_eq!(call["arguments"], r#"{"image_url":"attachment:1"}"#);
     let result = &by_name(&events, "tool_result")[0].data;
     assert_eq!(result["ok"], true, "{result}");
     assert_eq!(result["fund_code"], code.as_str());
     assert_eq!(result["hold_share"], share.as_str());
     assert!(answer_text(&events).contains(&code));
+
+    // The model got a name for the image, never its bytes.
+    let sent = app.mock.requests();
+    assert_eq!(
+        sent[0]["messages"][1]["content"][1],
+        json!({"type": "text", "text": "(image 1: attachment:1)"})
+    );
+    for request in &sent {
+        assert!(!request.to_string().contains("base64"), "{request}");
+    }
     let ocr_id = result["ocr_id"].as_str().expect("ocr_id");
     let row = eventually("the OCR row", Duration::from_secs(10), async || {
         app.database()
@@ -279,18 +302,45 @@ async fn an_image_sent_inline_as_a_data_url_is_read_without_a_download() {
         format!("data:image/png ({} bytes)", png.len())
     );
 
-    // Not an image, or not base64: the tool says why, and the answer goes on.
-    for bad in ["data:text/html;base64,PGI+", "data:image/png;base64,***"] {
-        let body = json!({"messages": [{"role": "user", "content": [
-            {"type": "text", "text": "read it"},
-            {"type": "image_url", "image_url": {"url": bad}},
-        ]}]});
+    // A name this conversation never gave, or an inline image that is not one: the tool says
+    // why, and the answer goes on.
+    let unknown = json!({"user_input": "read attachment:7 please"});
+    let bad_type = json!({"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "data:text/html;base64,PGI+"}},
+    ]}]});
+    for (body, code) in [
+        (unknown, "invalid_arguments"),
+        (bad_type, "invalid_request"),
+    ] {
         let events = read_events(app.post_answer(&body).await).await;
         let result = &by_name(&events, "tool_result")[0].data;
         assert_eq!(result["ok"], false);
-        assert_eq!(result["error"]["code"], "invalid_request");
+        assert_eq!(result["error"]["code"], code, "{result}");
         assert_eq!(last(&events).name, "done");
     }
+}
+
+#[tokio::test]
+async fn forwarded_image_parts_reach_the_model_as_they_are() {
+    let (code, _, png) = card(9);
+    let app = spawn_app_with(
+        MockKnobs {
+            record_requests: true,
+            ..MockKnobs::default()
+        },
+        |c| c.tools.image_parts = ImageParts::Forward,
+    )
+    .await;
+    let question = inline_image_question(&png);
+    let events = read_events(app.post_answer(&question).await).await;
+    let sent = app.mock.requests();
+    assert_eq!(
+        sent[0]["messages"][1]["content"],
+        question["messages"][0]["content"]
+    );
+    // A model that copies the data URL into its call is read too.
+    let result = &by_name(&events, "tool_result")[0].data;
+    assert_eq!(result["fund_code"], code.as_str(), "{result}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use crate::config::ImageParts;
 use crate::metrics::AnswerMetrics;
 use crate::ocr::{Priority, Requester};
 use crate::permit_pool::PermitPool;
@@ -30,6 +31,7 @@ use super::backlog::{AnswerEvents, BufferBudget};
 use super::burst::Burst;
 use super::error::ExchangeError;
 use super::events::{AnswerEvent, DoneInfo, ExchangeOutcome, ExchangeStatus, Meta, Timings};
+use super::images::{Attachments, reference_images};
 use super::models::ModelRoute;
 use super::outbox::{Interrupt, Outbox};
 use super::request::AnswerRequest;
@@ -180,7 +182,7 @@ impl Exchange {
             let offered = tools.as_ref().filter(|t| round < t.max_rounds);
             let permit = self.permit(entry.take()).await?;
             // Built once a permit is granted, so an exchange waiting in the queue holds no copy.
-            let messages =
+            let (messages, attachments) =
                 conversation.get_or_insert_with(|| upstream_messages(request, tools.as_deref()));
             let definitions = OfferedTools::new(offered.map(|t| t.definitions()), &request.tools);
             let call = CallOptions {
@@ -224,7 +226,7 @@ impl Exchange {
             // No permit is held here: other users' answers use the upstream meanwhile.
             let runs = calls.iter().map(|call| {
                 let span = tracing::debug_span!("tool", name = %call.name, id = %call.id);
-                tools.run(requester, call).instrument(span)
+                tools.run(requester, call, attachments).instrument(span)
             });
             let outputs = Box::pin(self.outbox.guarded(futures::future::join_all(runs))).await?;
             messages.push(UpstreamMessage::Own(json!({
@@ -315,19 +317,27 @@ impl Exchange {
     }
 }
 
-/// The request's messages as sent upstream: with tools on, the tools' system prompt goes first
-/// unless the client brought its own.
-fn upstream_messages(request: &AnswerRequest, tools: Option<&ToolBox>) -> Vec<UpstreamMessage> {
-    let own = request.messages.iter().cloned().map(UpstreamMessage::Own);
-    match tools {
-        Some(tools) if !request.messages.iter().any(|m| m["role"] == "system") => {
-            let mut messages = Vec::with_capacity(request.messages.len() + 1);
-            messages.push(UpstreamMessage::Shared(tools.system_message()));
-            messages.extend(own);
-            messages
-        }
-        _ => own.collect(),
+/// The request's messages as sent upstream, and the images they carried inline. With tools on,
+/// the tools' system prompt goes first unless the client brought its own, and image parts are
+/// sent as `tools.image_parts` says (`answer::images`).
+fn upstream_messages(
+    request: &AnswerRequest,
+    tools: Option<&ToolBox>,
+) -> (Vec<UpstreamMessage>, Attachments) {
+    let Some(tools) = tools else {
+        let own = request.messages.iter().cloned().map(UpstreamMessage::Own);
+        return (own.collect(), Attachments::default());
+    };
+    let (own, attachments) = match tools.image_parts {
+        ImageParts::Reference => reference_images(&request.messages),
+        ImageParts::Forward => (request.messages.clone(), Attachments::default()),
+    };
+    let mut messages = Vec::with_capacity(own.len() + 1);
+    if !request.messages.iter().any(|m| m["role"] == "system") {
+        messages.push(UpstreamMessage::Shared(tools.system_message()));
     }
+    messages.extend(own.into_iter().map(UpstreamMessage::Own));
+    (messages, attachments)
 }
 
 /// The client's `tool_choice` for a round. A choice that forces a call holds for the first
