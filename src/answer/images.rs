@@ -76,6 +76,27 @@ pub fn reference_images(messages: &[Value]) -> (Vec<Value>, Attachments) {
     (messages, attachments)
 }
 
+/// `messages` as the log keeps them: an image sent inline is a label (`data:image/png (53211
+/// bytes)`), not its bytes, so no log row or journal line holds a user's picture.
+pub fn for_log(mut messages: Vec<Value>) -> Value {
+    for part in messages
+        .iter_mut()
+        .filter_map(|m| m.get_mut("content").and_then(Value::as_array_mut))
+        .flatten()
+    {
+        if let Some(url) = part.pointer_mut("/image_url/url") {
+            if let Some(label) = url
+                .as_str()
+                .filter(|u| data_url::is_data_url(u))
+                .map(data_url::label)
+            {
+                *url = Value::String(label);
+            }
+        }
+    }
+    Value::Array(messages)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,5 +147,16 @@ mod tests {
             assert_eq!(attachments.get(unknown), None, "{unknown}");
         }
         assert!(Attachments::names("attachment:9") && !Attachments::names("https://x"));
+
+        let logged = for_log(messages.clone());
+        assert_eq!(
+            logged[1]["content"][2]["image_url"]["url"],
+            "data:image/png (6 bytes)"
+        );
+        assert_eq!(
+            logged[1]["content"][1]["image_url"]["url"],
+            "https://oss.example/a.png"
+        );
+        assert_eq!(logged[0], messages[0]);
     }
 }

@@ -24,6 +24,7 @@ use super::backlog::AnswerEvents;
 use super::error::AdmissionError;
 use super::events::ExchangeOutcome;
 use super::exchange::{AnswerContext, Exchange};
+use super::images;
 use super::models::{ModelCatalog, ModelRoute};
 use super::request::AnswerRequest;
 
@@ -257,7 +258,7 @@ fn interrupted_record(started: &Started, request: &AnswerRequest) -> ChatLogReco
         user_id: request.user_id.clone(),
         client_key_id: started.caller.key.as_ref().map(|k| k.0.clone()),
         model: started.model.clone(),
-        request_messages: serde_json::Value::Array(request.messages.clone()),
+        request_messages: images::for_log(request.messages.clone()),
         answer: String::new(),
         tool_calls: None,
         status: INTERRUPTED.to_owned(),
@@ -290,7 +291,7 @@ fn chat_log_record(
         user_id: request.user_id,
         client_key_id: started.caller.key.map(|k| k.0),
         model: started.model,
-        request_messages: serde_json::Value::Array(request.messages),
+        request_messages: images::for_log(request.messages),
         answer: outcome.answer,
         tool_calls: (!outcome.tool_calls.is_empty())
             .then_some(serde_json::Value::Array(outcome.tool_calls)),

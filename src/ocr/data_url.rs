@@ -48,9 +48,30 @@ pub fn decode(url: &str, max_bytes: usize) -> Result<ImageRequest, OcrError> {
     }
     Ok(ImageRequest {
         url_type: UrlType::Upload,
-        image_url: format!("data:{media_type} ({} bytes)", bytes.len()),
+        image_url: label_of(media_type, bytes.len()),
         upload: Some(Bytes::from(bytes)),
     })
+}
+
+/// What is kept of a data URL where its bytes are not wanted (a log row): its type and size,
+/// `data:image/png (53211 bytes)`, read off the text without decoding it.
+pub fn label(url: &str) -> String {
+    let rest = url.get(5..).unwrap_or_default();
+    let (header, payload) = rest.split_once(',').unwrap_or((rest, ""));
+    let header = header.to_ascii_lowercase();
+    let media_type = header.split(';').next().unwrap_or_default();
+    let payload = payload.trim();
+    let bytes = if header.ends_with(";base64") {
+        let padding = payload.bytes().rev().take_while(|&b| b == b'=').count();
+        (payload.len() / 4 * 3).saturating_sub(padding)
+    } else {
+        payload.len()
+    };
+    label_of(media_type, bytes)
+}
+
+fn label_of(media_type: &str, bytes: usize) -> String {
+    format!("data:{media_type} ({bytes} bytes)")
 }
 
 #[cfg(test)]
@@ -68,6 +89,15 @@ mod tests {
             "the bytes themselves"
         );
         assert!(is_data_url("Data:x") && !is_data_url("http://x/a.png") && !is_data_url("dat"));
+    }
+
+    #[test]
+    fn a_label_tells_the_type_and_size_without_decoding() {
+        let url = "data:image/png;base64,iVBORw0KGgo=";
+        let decoded = decode(url, 100).expect("decodes");
+        assert_eq!(label(url), decoded.image_url);
+        assert_eq!(label(url), "data:image/png (8 bytes)");
+        assert_eq!(label("data:text/plain,hello"), "data:text/plain (5 bytes)");
     }
 
     #[test]

@@ -297,10 +297,13 @@ async fn an_inline_image_is_named_to_the_model_and_read_without_a_download() {
     })
     .await;
     assert_eq!(row.url_type, "upload");
-    assert_eq!(
-        row.image_url,
-        format!("data:image/png ({} bytes)", png.len())
-    );
+    let label = format!("data:image/png ({} bytes)", png.len());
+    assert_eq!(row.image_url, label);
+    // The log row keeps the question, and the image as its label only.
+    let logs = app.wait_for_rows(1).await.chat_logs().await.expect("read");
+    let logged: Value = serde_json::from_str(&logs[0].request_messages).expect("JSON");
+    assert_eq!(logged[0]["content"][1]["image_url"]["url"], label.as_str());
+    assert!(!logs[0].request_messages.contains("base64"));
 
     // A name this conversation never gave, or an inline image that is not one: the tool says
     // why, and the answer goes on.
