@@ -21,8 +21,9 @@ test:
 
 # The benchmark programs (numbers in BENCHMARKS.md).
 bench:
-	scripts/deps.sh test
+	scripts/deps.sh bench
 	scripts/mariadb-up.sh
 	cargo bench --bench answer
+	cargo bench --bench vs_nginx
 	cargo bench --bench log_writer
 	cargo bench --bench ocr

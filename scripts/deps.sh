@@ -3,12 +3,14 @@
 # Idempotent: installed packages are left alone, and apt is not touched when nothing is missing.
 #   scripts/deps.sh run    packages to build and run the service
 #   scripts/deps.sh test   also what the tests use (MariaDB, curl, Chromium and playwright-core)
+#   scripts/deps.sh bench  also nginx, which the vs_nginx benchmark relays the same stream with
 set -euo pipefail
 
 # Build: bindgen needs libclang; OCR: Tesseract with Chinese and English data.
 want=(pkg-config ca-certificates libclang-dev libtesseract-dev libleptonica-dev
       tesseract-ocr-chi-sim tesseract-ocr-eng)
-if [[ "${1:-run}" == "test" ]]; then
+mode="${1:-run}"
+if [[ "$mode" == "test" || "$mode" == "bench" ]]; then
     # Tests and benchmarks: MariaDB, curl, a CJK font to draw the OCR fixtures, the tesseract
     # command-line tool the OCR benchmark compares against, promtool (package prometheus),
     # which checks /metrics and deploy/alerts.yml, Python's venv for the API fuzzer
@@ -21,6 +23,9 @@ if [[ "${1:-run}" == "test" ]]; then
     if ! command -v node >/dev/null 2>&1; then
         want+=(nodejs npm)
     fi
+fi
+if [[ "$mode" == "bench" ]]; then
+    want+=(nginx)
 fi
 
 missing=()
@@ -45,7 +50,7 @@ fi
 
 # The browser test drives Debian's Chromium with playwright-core from npm (no browser download),
 # installed once under target/.
-if [[ "${1:-run}" == "test" ]]; then
+if [[ "$mode" == "test" || "$mode" == "bench" ]]; then
     playwright="$(dirname "$0")/../target/browser-node"
     if [[ ! -f "$playwright/node_modules/playwright-core/package.json" ]]; then
         mkdir -p "$playwright"
