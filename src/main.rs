@@ -45,10 +45,21 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(&cli.config).context("loading configuration")?;
     let telemetry = chat_proxy::telemetry::init(&config.log, &config.telemetry)?;
+    raise_open_files_limit();
     let served = serve(cli.command, config).await;
     // The last spans go out before the process ends (a blocking flush, off the runtime).
     let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     served
+}
+
+/// Every open stream is a socket, and a queued request holds one too: the usual soft limit on
+/// open files (1,024) would refuse connections long before memory runs out. It is raised to the
+/// hard limit, which only the operator sets (`LimitNOFILE=` in the systemd unit).
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open files limit raised to the hard limit"),
+        Err(err) => tracing::warn!(error = %err, "could not raise the open files limit"),
+    }
 }
 
 async fn serve(command: Option<Command>, config: Config) -> anyhow::Result<()> {

@@ -77,6 +77,41 @@ fn runs_on_the_shipped_config_logs_its_address_and_stops_on_sigterm() {
     assert!(status.success(), "exit status {status}");
 }
 
+/// The soft and hard limits on open files of process `pid`, from `/proc`.
+fn open_files_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("an open files line");
+    let mut numbers = line.split_whitespace().skip(3);
+    let soft = numbers.next().expect("soft").to_owned();
+    (soft, numbers.next().expect("hard").to_owned())
+}
+
+#[test]
+fn the_open_files_soft_limit_is_raised_to_the_hard_limit_at_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let local = private_override(dir.path(), "");
+    // Started as a shell with a low soft limit would start it.
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg("ulimit -Sn 256 && exec \"$0\" --config \"$1\" --config \"$2\"")
+        .arg(env!("CARGO_BIN_EXE_chat-proxy"))
+        .arg(shipped_config())
+        .arg(&local)
+        .env_remove("RUST_LOG");
+    let (running, _, seen) = start_listening(command);
+    let (soft, hard) = open_files_limits(running.0.id());
+    assert_eq!(soft, hard, "raised to the hard limit");
+    assert_ne!(soft, "256");
+    assert!(
+        seen.iter().any(|l| l.contains("open files limit raised")),
+        "{seen:?}"
+    );
+}
+
 #[test]
 fn tesseract_runs_in_worker_processes_that_end_with_the_server() {
     let dir = tempfile::tempdir().expect("temp dir");
