@@ -20,6 +20,7 @@ use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use proxy::Proxy;
 use serde_json::json;
+use support::{percentile, rank};
 
 const CHUNKS: usize = 20;
 /// The CPU phase: warm-up requests, rounds, requests per round (the median round is reported)
@@ -29,12 +30,7 @@ const CHUNKS: usize = 20;
 const CPU_COUNTS: [usize; 4] = [1_000, 5, 10_000, 0];
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(run());
+    support::run(run());
 }
 
 fn wanted(phase: &str) -> bool {
@@ -526,14 +522,4 @@ async fn run_many(client: &reqwest::Client, target: &Target, requests: usize, co
             run_one(client, target).await;
         })
         .await;
-}
-
-fn percentile(samples: &mut [f64], p: f64) -> f64 {
-    samples.sort_by(f64::total_cmp);
-    samples[rank(p, samples.len())]
-}
-
-/// The index of the `p`th percentile in `len` sorted samples.
-fn rank(p: f64, len: usize) -> usize {
-    (p / 100.0 * (len - 1) as f64).round() as usize
 }

@@ -24,12 +24,7 @@ use serde_json::json;
 use sqlx::{AssertSqlSafe, Executor};
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(run());
+    support::run(run());
 }
 
 fn mysql_server() -> String {

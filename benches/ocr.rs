@@ -12,6 +12,7 @@
     reason = "the benchmark uses only part of the test fixtures"
 )]
 mod fixtures;
+mod support;
 
 use std::process::Command;
 use std::sync::Arc;
@@ -33,12 +34,7 @@ const BENCH: Requester<'static> = Requester {
 };
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(run());
+    support::run(run());
 }
 
 fn screenshot() -> Vec<u8> {

@@ -28,18 +28,14 @@ use serde_json::json;
 mod proxy;
 mod support;
 use proxy::Proxy;
+use support::percentile;
 
 const REQUESTS: usize = 1_000;
 const CONCURRENCY: usize = 100;
 const ROUNDS: usize = 2;
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(run());
+    support::run(run());
 }
 
 /// Where a request goes.
@@ -295,11 +291,6 @@ async fn open_stream(client: &reqwest::Client, url: &str, target: Target) -> req
     response
 }
 
-fn percentile(samples: &mut [f64], p: f64) -> f64 {
-    samples.sort_by(f64::total_cmp);
-    samples[(p / 100.0 * (samples.len() - 1) as f64).round() as usize]
-}
-
 /// Debian's nginx as a child process with a configuration of its own, relaying to the mock.
 struct Nginx {
     master: Child,
@@ -374,21 +365,12 @@ impl Nginx {
     }
 
     fn worker_cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.worker())).expect("stat");
-        let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..]
-            .split_whitespace()
-            .collect();
-        let ticks = |f: &str| f.parse::<u64>().expect("ticks") as f64 / 100.0;
-        ticks(fields[11]) + ticks(fields[12])
+        let (user, system) = support::cpu_seconds(self.worker());
+        user + system
     }
 
     fn worker_rss_kib(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.worker()))
-            .expect("status")
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS")
+        support::status_kib(self.worker(), "VmRSS:")
     }
 }
 

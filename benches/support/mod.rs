@@ -1,5 +1,8 @@
-//! Shared by the benchmark programs: start the release binary and wait until it listens.
+//! Shared by the benchmark programs: their runtime, starting the release binary and waiting
+//! until it listens, reading a process's CPU time and memory from /proc, and percentiles.
+#![allow(dead_code, reason = "each benchmark uses a part of it")]
 
+use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -36,4 +39,46 @@ pub fn start_proxy(config: &Path) -> (Child, String) {
     // Keep reading so the proxy never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
     (child, addr)
+}
+
+/// Runs a benchmark's `work` on two worker threads, the machine's two cores.
+pub fn run<F: Future>(work: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(work)
+}
+
+/// User and system CPU seconds of process `pid` so far.
+pub fn cpu_seconds(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+    let after_name = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // Fields 14 and 15 of stat (utime, stime), counted from `state` as field 3.
+    let seconds = |field: &str| field.parse::<u64>().expect("CPU ticks") as f64 / 100.0;
+    (seconds(fields[11]), seconds(fields[12]))
+}
+
+/// A `kB` field of process `pid`'s `/proc/PID/status` (`VmRSS:`, `VmHWM:`).
+pub fn status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("proc status")
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("status field")
+}
+
+/// The `p`th percentile of `samples` (sorted in place).
+pub fn percentile(samples: &mut [f64], p: f64) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[rank(p, samples.len())]
+}
+
+/// The index of the `p`th percentile in `len` sorted samples.
+pub fn rank(p: f64, len: usize) -> usize {
+    (p / 100.0 * (len - 1) as f64).round() as usize
 }

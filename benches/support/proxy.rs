@@ -38,35 +38,17 @@ impl Proxy {
         Self { child, addr }
     }
 
-    fn proc_file(&self, name: &str) -> String {
-        std::fs::read_to_string(format!("/proc/{}/{name}", self.child.id())).expect("proc file")
-    }
-
     /// User and system CPU seconds of the proxy process so far.
     pub fn cpu_seconds(&self) -> (f64, f64) {
-        let stat = self.proc_file("stat");
-        let after_name = &stat[stat.rfind(')').expect("comm") + 2..];
-        let fields: Vec<&str> = after_name.split_whitespace().collect();
-        // Fields 14 and 15 of stat (utime, stime), counted from `state` as field 3.
-        let seconds = |field: &str| field.parse::<u64>().expect("CPU ticks") as f64 / 100.0;
-        (seconds(fields[11]), seconds(fields[12]))
-    }
-
-    fn status_kib(&self, key: &str) -> u64 {
-        self.proc_file("status")
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .expect("status field")
+        crate::support::cpu_seconds(self.child.id())
     }
 
     pub fn rss_kib(&self) -> u64 {
-        self.status_kib("VmRSS:")
+        crate::support::status_kib(self.child.id(), "VmRSS:")
     }
 
     pub fn peak_rss_kib(&self) -> u64 {
-        self.status_kib("VmHWM:")
+        crate::support::status_kib(self.child.id(), "VmHWM:")
     }
 }
 
