@@ -9,7 +9,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -45,7 +44,6 @@ fn playwright_dir() -> PathBuf {
 
 /// Serves the mock's counters as JSON at `/counters`, for the script.
 async fn serve_counters(mock: MockUpstream) -> SocketAddr {
-    let mock = Arc::new(mock);
     let app = axum::Router::new().route(
         "/counters",
         axum::routing::get(move || {

@@ -3,16 +3,10 @@
 // text, timings, or failure.
 
 import { ApiFailure, call } from "./api.js";
+import { el } from "./dom.js";
 import { renderMarkdown } from "./markdown.js";
 import { fundsTable } from "./ocr.js";
 import { readEvents } from "./sse.js";
-
-function el(name, className, ...children) {
-  const node = document.createElement(name);
-  if (className) node.className = className;
-  node.append(...children);
-  return node;
-}
 
 /** The words for a queue position (1: the next to be served). */
 export function queueText(position) {
@@ -272,9 +266,9 @@ export class Conversation {
     } else {
       this.messages = kept;
     }
+    // A retry sends the same request again; its outcome sets the history, as this one did.
     turn.finish(outcome.kind, outcome, () => {
       turn.node.remove();
-      this.messages = this.messages.slice(0, request.length - 1);
       this.exchange(request);
     });
     this.hooks.onChange();

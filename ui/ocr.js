@@ -2,13 +2,7 @@
 // of funds found, whose codes and shares can be corrected with PATCH /ocr/{id}.
 
 import { ApiFailure, call } from "./api.js";
-
-function el(name, className, ...children) {
-  const node = document.createElement(name);
-  if (className) node.className = className;
-  node.append(...children);
-  return node;
-}
+import { el } from "./dom.js";
 
 /** The largest inline image "Ask about it" sends as it is; a larger one is re-encoded. */
 const MAX_INLINE_CHARS = 700_000;
