@@ -2,7 +2,7 @@
 # Installs the Debian packages chat-proxy needs to build, run and test, when they are missing.
 # Idempotent: installed packages are left alone, and apt is not touched when nothing is missing.
 #   scripts/deps.sh run    packages to build and run the service
-#   scripts/deps.sh test   also what the tests use (MariaDB, curl, Chromium and playwright-core)
+#   scripts/deps.sh test   also what the tests use (MariaDB, Redis, curl, Chromium and playwright-core)
 #   scripts/deps.sh bench  also nginx, which the vs_nginx benchmark relays the same stream with
 set -euo pipefail
 
@@ -14,10 +14,11 @@ if [[ "$mode" == "test" || "$mode" == "bench" ]]; then
     # Tests and benchmarks: MariaDB, curl, a CJK font to draw the OCR fixtures, the tesseract
     # command-line tool the OCR benchmark compares against, promtool (package prometheus),
     # which checks /metrics and deploy/alerts.yml, Python's venv for the API fuzzer
-    # (scripts/fuzz-api.sh), systemd-analyze, which checks deploy/chat-proxy.service, and
-    # Chromium for the chat page's browser test (tests/browser.rs).
+    # (scripts/fuzz-api.sh), systemd-analyze, which checks deploy/chat-proxy.service,
+    # Chromium for the chat page's browser test (tests/browser.rs), and Redis, which the
+    # cluster tests share their permit pool through (tests/cluster.rs).
     want+=(curl mariadb-server mariadb-client fonts-wqy-zenhei tesseract-ocr prometheus
-           python3 python3-venv systemd chromium)
+           python3 python3-venv systemd chromium redis-server redis-tools)
     # The npm SDK test (scripts/sdk-tests.sh) and the browser test need Node.js; Debian's is
     # used only when the machine has none of its own.
     if ! command -v node >/dev/null 2>&1; then

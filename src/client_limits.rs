@@ -2,7 +2,8 @@
 //! once and `limits.per_key_requests_per_minute` started per minute (a token bucket holding
 //! `limits.per_key_burst`), so one client cannot fill the shared permit queue. A client is its
 //! API key's id, or its IP address when the proxy runs without keys. A refusal says when to
-//! try again.
+//! try again. With `[cluster]` the counts are kept in Redis, over every instance
+//! ([`SharedPool::admit_client`]); while Redis is away, each instance counts on its own.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::cluster::{SharedClientSlot, SharedPool};
 use crate::config::LimitsConfig;
 
 /// Past this many tracked clients, the ones at rest (nothing open, bucket full) are forgotten.
@@ -18,6 +20,8 @@ const PRUNE_ABOVE: usize = 4_096;
 #[derive(Clone)]
 pub struct ClientLimits {
     inner: Arc<Inner>,
+    /// The pool whose Redis keeps the counts over every instance, with `[cluster]`.
+    shared: Option<SharedPool>,
 }
 
 struct Inner {
@@ -70,6 +74,7 @@ impl Refusal {
 /// One admitted request; the client's count goes down when it is dropped (the exchange ended).
 pub struct ClientSlot {
     inner: Option<(Arc<Inner>, String)>,
+    _shared: Option<SharedClientSlot>,
 }
 
 impl ClientLimits {
@@ -86,17 +91,45 @@ impl ClientLimits {
                 rate,
                 clients: Mutex::new(HashMap::new()),
             }),
+            shared: None,
         }
+    }
+
+    /// The same limits counted over every instance of `pool`.
+    pub fn shared(mut self, pool: SharedPool) -> Self {
+        self.shared = Some(pool);
+        self
     }
 
     fn unlimited(&self) -> bool {
         self.inner.max_concurrent == 0 && self.inner.rate.is_none()
     }
 
-    /// Counts a new request for `client`, or says which limit refuses it.
-    pub fn admit(&self, client: &str) -> Result<ClientSlot, Refusal> {
+    /// Counts a new request for `client`, over every instance when the pool is shared and
+    /// Redis answers, or says which limit refuses it.
+    pub async fn admit(&self, client: &str) -> Result<ClientSlot, Refusal> {
         if self.unlimited() {
-            return Ok(ClientSlot { inner: None });
+            return Ok(ClientSlot::free());
+        }
+        if let Some(pool) = self.shared.as_ref().filter(|p| p.health().is_up()) {
+            let counted = pool
+                .admit_client(client, self.inner.max_concurrent, self.inner.rate)
+                .await;
+            // Redis did not answer: this instance counts on its own meanwhile.
+            if let Ok(verdict) = counted {
+                return verdict.map(|shared| ClientSlot {
+                    inner: None,
+                    _shared: shared,
+                });
+            }
+        }
+        self.admit_here(client)
+    }
+
+    /// Counts on this instance alone.
+    pub fn admit_here(&self, client: &str) -> Result<ClientSlot, Refusal> {
+        if self.unlimited() {
+            return Ok(ClientSlot::free());
         }
         let inner = &self.inner;
         let now = Instant::now();
@@ -129,6 +162,7 @@ impl ClientLimits {
         state.open += 1;
         Ok(ClientSlot {
             inner: Some((inner.clone(), client.to_owned())),
+            _shared: None,
         })
     }
 
@@ -151,6 +185,16 @@ impl ClientState {
     /// The bucket's tokens at `now`, refilled since `refilled` and not yet capped at the burst.
     fn tokens_at(&self, now: Instant, per_second: f64) -> f64 {
         self.tokens + now.duration_since(self.refilled).as_secs_f64() * per_second
+    }
+}
+
+impl ClientSlot {
+    /// A slot no limit counts.
+    fn free() -> Self {
+        Self {
+            inner: None,
+            _shared: None,
+        }
     }
 }
 
@@ -185,7 +229,7 @@ mod tests {
     fn unlimited_by_default_tracks_nothing() {
         let limits = ClientLimits::new(&LimitsConfig::default());
         let slots: Vec<_> = (0..100)
-            .map(|_| limits.admit("a").expect("admitted"))
+            .map(|_| limits.admit_here("a").expect("admitted"))
             .collect();
         assert_eq!(slots.len(), 100);
         assert_eq!(limits.tracked(), 0);
@@ -194,35 +238,40 @@ mod tests {
     #[test]
     fn concurrency_is_counted_per_client_and_freed_on_drop() {
         let limits = limits(2, 0, 0);
-        let a1 = limits.admit("a").expect("first");
-        let _a2 = limits.admit("a").expect("second");
+        let a1 = limits.admit_here("a").expect("first");
+        let _a2 = limits.admit_here("a").expect("second");
         assert_eq!(
-            limits.admit("a").err(),
+            limits.admit_here("a").err(),
             Some(Refusal::Concurrency { limit: 2 })
         );
-        let _b = limits.admit("b").expect("another client is not affected");
+        let _b = limits
+            .admit_here("b")
+            .expect("another client is not affected");
         drop(a1);
-        let _a3 = limits.admit("a").expect("a slot was freed");
+        let _a3 = limits.admit_here("a").expect("a slot was freed");
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_rate_allows_a_burst_then_refills_and_says_when() {
         let limits = limits(0, 60, 3);
         for _ in 0..3 {
-            drop(limits.admit("a").expect("within the burst"));
+            drop(limits.admit_here("a").expect("within the burst"));
         }
-        let Err(Refusal::Rate { retry_after }) = limits.admit("a") else {
+        let Err(Refusal::Rate { retry_after }) = limits.admit_here("a") else {
             panic!("the fourth at once is refused");
         };
         assert_eq!(retry_after, Duration::from_secs(1));
         assert_eq!(Refusal::Rate { retry_after }.retry_after_secs(), 1);
         tokio::time::advance(Duration::from_millis(500)).await;
-        assert!(limits.admit("a").is_err(), "half a token is not enough");
+        assert!(
+            limits.admit_here("a").is_err(),
+            "half a token is not enough"
+        );
         tokio::time::advance(Duration::from_millis(500)).await;
-        drop(limits.admit("a").expect("one token refilled"));
+        drop(limits.admit_here("a").expect("one token refilled"));
         drop(
             limits
-                .admit("b")
+                .admit_here("b")
                 .expect("another client has its own bucket"),
         );
     }
@@ -230,14 +279,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn clients_at_rest_are_forgotten() {
         let limits = limits(1, 60, 1);
-        drop(limits.admit("a").expect("admitted"));
+        drop(limits.admit_here("a").expect("admitted"));
         assert_eq!(limits.tracked(), 1, "its bucket is still refilling");
         tokio::time::advance(Duration::from_secs(2)).await;
         for n in 0..=PRUNE_ABOVE {
-            drop(limits.admit(&format!("client-{n}")).expect("admitted"));
+            drop(limits.admit_here(&format!("client-{n}")).expect("admitted"));
         }
         tokio::time::advance(Duration::from_secs(2)).await;
-        let _slot = limits.admit("late").expect("admitted");
+        let _slot = limits.admit_here("late").expect("admitted");
         assert_eq!(
             limits.tracked(),
             1,

@@ -108,6 +108,10 @@ impl From<&QueueError> for ApiError {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, err.code(), err.to_string())
                     .with_retry_after(waited.as_secs().clamp(1, 60))
             }
+            QueueError::Unavailable => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, err.code(), err.to_string())
+                    .with_retry_after(1)
+            }
         }
     }
 }
@@ -175,6 +179,10 @@ impl From<&ExchangeError> for ApiError {
             ExchangeError::ShuttingDown => Self::shutting_down(),
             ExchangeError::Queue(err) => err.into(),
             ExchangeError::Upstream(err) => err.into(),
+            ExchangeError::PermitLost => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, err.code(), err.to_string())
+                    .with_retry_after(1)
+            }
             ExchangeError::ToolRoundLimit | ExchangeError::ToolsOff => {
                 Self::new(StatusCode::BAD_GATEWAY, err.code(), err.to_string())
             }

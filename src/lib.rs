@@ -9,8 +9,9 @@
 //! - [`answer`]: answers, from checked request to streamed events and log record; its
 //!   [`answer::AnswerService`] owns each exchange's whole lifecycle, whichever door it came by.
 //! - [`permit_pool`]: the one door to an upstream permit, over [`permit_queue`] (the FIFO
-//!   semaphore queue guarding the upstream's parallel limit); [`client_limits`]: the per-client
-//!   limits in front of it.
+//!   semaphore queue guarding the upstream's parallel limit) or over [`cluster`] (the pool and
+//!   queue several instances share through Redis); [`client_limits`]: the per-client limits in
+//!   front of it.
 //! - [`lifecycle`]: the task tracker, draining flag and stop signal shutdown goes through.
 //! - [`upstream`]: the model API client; [`http_client`]: what it shares with image downloads;
 //!   [`demo`]: the built-in offline model (also the test mock).
@@ -24,6 +25,7 @@
 pub mod answer;
 pub mod auth;
 pub mod client_limits;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod error;

@@ -164,6 +164,10 @@ pub struct Readings {
     pub ocr_engines: usize,
     pub ocr_engines_busy: usize,
     pub writer: WriterStats,
+    /// Whether the shared permit pool's Redis answers (`None` without `[cluster]`).
+    pub cluster_up: Option<bool>,
+    /// Script calls made to that Redis so far.
+    pub redis_calls: u64,
 }
 
 /// Numbers kept elsewhere, copied in at each scrape.
@@ -176,6 +180,8 @@ struct Sampled {
     ocr_engines_busy: IntGauge,
     writer_backlog: IntGauge,
     writer_database_up: IntGauge,
+    cluster_up: IntGauge,
+    redis_calls: IntCounter,
     rows_written: IntCounter,
     write_failures: IntCounter,
     rows_spilled: IntCounter,
@@ -222,6 +228,14 @@ impl Metrics {
                 "log_writer_database_up",
                 "1 when the log writer's last database write (before any write, its start-up check) succeeded.",
             ),
+            cluster_up: gauge(
+                "cluster_up",
+                "1 while the Redis of the shared permit pool answers (and always without [cluster]); 0 while it does not and cluster.on_redis_down applies.",
+            ),
+            redis_calls: counter(
+                "cluster_redis_calls_total",
+                "Script calls made to the shared permit pool's Redis.",
+            ),
             rows_written: counter(
                 "log_rows_written_total",
                 "Log rows written to the database.",
@@ -260,6 +274,8 @@ impl Metrics {
             Box::new(sampled.ocr_engines_busy.clone()),
             Box::new(sampled.writer_backlog.clone()),
             Box::new(sampled.writer_database_up.clone()),
+            Box::new(sampled.cluster_up.clone()),
+            Box::new(sampled.redis_calls.clone()),
             Box::new(sampled.rows_written.clone()),
             Box::new(sampled.write_failures.clone()),
             Box::new(sampled.rows_spilled.clone()),
@@ -320,6 +336,10 @@ impl Metrics {
             sampled
                 .writer_database_up
                 .set(i64::from(writer.database_ok));
+            sampled
+                .cluster_up
+                .set(i64::from(readings.cluster_up.unwrap_or(true)));
+            catch_up(&sampled.redis_calls, readings.redis_calls);
             catch_up(&sampled.rows_written, writer.written);
             catch_up(&sampled.write_failures, writer.failed_attempts);
             catch_up(&sampled.rows_spilled, writer.spilled);

@@ -15,6 +15,10 @@ pub enum QueueError {
     Full { max_queue: usize },
     #[error("no model capacity became free within {} ms", .waited.as_millis())]
     Timeout { waited: Duration },
+    /// The permit pool shared through Redis cannot be reached, and `cluster.on_redis_down`
+    /// is `reject`.
+    #[error("the shared permit pool (Redis) cannot be reached; retry shortly")]
+    Unavailable,
 }
 
 impl QueueError {
@@ -22,6 +26,7 @@ impl QueueError {
         match self {
             Self::Full { .. } => "queue_full",
             Self::Timeout { .. } => "queue_timeout",
+            Self::Unavailable => "cluster_unavailable",
         }
     }
 }

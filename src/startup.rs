@@ -17,6 +17,7 @@ use crate::answer::tools::ToolBox;
 use crate::answer::{AnswerContext, AnswerService, BacklogLimits, BufferBudget, ModelCatalog};
 use crate::auth::ClientKeys;
 use crate::client_limits::ClientLimits;
+use crate::cluster::SharedPool;
 use crate::config::{Config, ms};
 use crate::demo::{MockKnobs, MockUpstream};
 use crate::lifecycle::Lifecycle;
@@ -80,11 +81,24 @@ impl Application {
             ms(config.upstream.health_check_ms),
             lifecycle.draining().clone(),
         ));
-        let permits = PermitPool::local(
-            config.limits.max_concurrent_upstream,
-            config.limits.max_queue,
-            ms(config.limits.queue_timeout_ms),
-        );
+        let permits = if config.cluster.enabled() {
+            PermitPool::Shared(
+                SharedPool::start(
+                    &config.cluster,
+                    config.limits.max_concurrent_upstream,
+                    config.limits.max_queue,
+                    ms(config.limits.queue_timeout_ms),
+                    &lifecycle,
+                )
+                .await?,
+            )
+        } else {
+            PermitPool::local(
+                config.limits.max_concurrent_upstream,
+                config.limits.max_queue,
+                ms(config.limits.queue_timeout_ms),
+            )
+        };
         let database = Database::connect_lazy(&config.database).context("opening the database")?;
         tracing::info!(
             database = %Database::describe(&config.database.url),
@@ -136,10 +150,14 @@ impl Application {
         let metrics = Arc::new(Metrics::new(&answer.metrics, ocr.metrics()));
         let client_keys = ClientKeys::load(&config.auth, config.bind_addr())?;
         tracing::info!(keys = client_keys.required(), "client API keys");
+        let client_limits = match &answer.permits {
+            PermitPool::Shared(pool) => ClientLimits::new(&config.limits).shared(pool.clone()),
+            PermitPool::Local(_) => ClientLimits::new(&config.limits),
+        };
         let answers = AnswerService::new(
             answer,
             ModelCatalog::new(&config.upstream),
-            ClientLimits::new(&config.limits),
+            client_limits,
             lifecycle.clone(),
             log.clone(),
             config.log.user_text,
@@ -250,7 +268,8 @@ impl Application {
             () = &mut work_done => {}
             () = &mut stopping => work_done.await,
         }
-        // Every exchange has handed over its record: drain the writer last.
+        // Every exchange has handed over its record and its permit.
+        state.answers.permits().close();
         state.log.shutdown().await;
         if let Some(demo) = demo {
             demo.stop();

@@ -75,6 +75,10 @@ pub enum ExchangeError {
     ToolsOff,
     #[error("the client did not read its answer in time; the answer was stopped")]
     ClientTooSlow,
+    /// The shared permit's lease could not be renewed (Redis away), so the request ended
+    /// before the permit could be given to someone else.
+    #[error("the shared upstream permit could not be renewed; the answer was stopped")]
+    PermitLost,
 }
 
 impl ExchangeError {
@@ -86,6 +90,7 @@ impl ExchangeError {
             Self::ToolRoundLimit => "tool_round_limit",
             Self::ToolsOff => "upstream_tool_call",
             Self::ClientTooSlow => "client_too_slow",
+            Self::PermitLost => "permit_lost",
         }
     }
 }

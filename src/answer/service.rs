@@ -16,8 +16,8 @@ use tracing::Instrument as _;
 use crate::auth::ClientKeyId;
 use crate::client_limits::{ClientLimits, ClientSlot};
 use crate::lifecycle::Lifecycle;
+use crate::permit_pool::Entry;
 use crate::permit_pool::PermitPool;
-use crate::permit_queue::Entry;
 use crate::store::{ChatLogRecord, INTERRUPTED, LogWriter};
 
 use super::backlog::AnswerEvents;
@@ -102,24 +102,26 @@ impl AnswerService {
 
     /// Admits `request` and starts its exchange; its events, in order, come from the receiver
     /// alone. `received` is when the request arrived, the start of its timings.
-    pub fn start(
+    pub async fn start(
         self: &Arc<Self>,
         request_id: String,
         request: AnswerRequest,
         caller: Caller,
         received: Instant,
     ) -> Result<AnswerEvents, AdmissionError> {
-        let admitted = self.admit(request.model.as_deref(), caller, received)?;
+        let admitted = self
+            .admit(request.model.as_deref(), caller, received)
+            .await?;
         Ok(self.spawn(request_id, request, admitted))
     }
 
-    fn admit(
+    async fn admit(
         &self,
         model: Option<&str>,
         caller: Caller,
         received: Instant,
     ) -> Result<Admitted, AdmissionError> {
-        let _span = tracing::debug_span!("admission").entered();
+        let span = tracing::debug_span!("admission");
         if self.lifecycle.is_draining() {
             return Err(AdmissionError::ShuttingDown);
         }
@@ -134,8 +136,9 @@ impl AnswerService {
         let slot = self
             .client_limits
             .admit(&caller.limit_key())
+            .await
             .inspect_err(|refusal| self.ctx.metrics.limited(refusal.limit()))?;
-        let entry = self.ctx.permits.enter()?;
+        let entry = self.ctx.permits.enter().instrument(span).await?;
         Ok(Admitted {
             caller,
             model,

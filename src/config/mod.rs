@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod cluster;
 mod operations;
 mod sections;
 mod validate;
 
+pub use cluster::*;
 pub use operations::*;
 pub use sections::*;
 
@@ -37,6 +39,7 @@ pub struct Config {
     pub cors: CorsConfig,
     pub telemetry: TelemetryConfig,
     pub ui: UiConfig,
+    pub cluster: ClusterConfig,
 }
 
 #[derive(Debug, thiserror::Error)]

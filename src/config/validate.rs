@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use super::{Config, ConfigError, key_error};
+use super::{Config, ConfigError, OnRedisDown, key_error};
 
 impl Config {
     /// Checks that serde cannot express; each failure names its key.
@@ -216,8 +216,53 @@ impl Config {
                 ));
             }
         }
+        self.validate_cluster()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.filter)
             .map_err(|e| key_error("log.filter", e.to_string()))?;
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let cluster = &self.cluster;
+        if !cluster.enabled() {
+            return Ok(());
+        }
+        let url = url::Url::parse(cluster.redis_url.trim())
+            .map_err(|e| key_error("cluster.redis_url", format!("not a URL: {e}")))?;
+        if !matches!(url.scheme(), "redis" | "redis+unix" | "unix") || url.cannot_be_a_base() {
+            return Err(key_error(
+                "cluster.redis_url",
+                "must look like `redis://HOST:PORT/DB`",
+            ));
+        }
+        let name_ok = !cluster.name.is_empty()
+            && cluster.name.len() <= 64
+            && cluster
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !name_ok {
+            return Err(key_error(
+                "cluster.name",
+                "1 to 64 letters, digits, `-`, `_` or `.`",
+            ));
+        }
+        if cluster.lease_ms < 1_000 {
+            return Err(key_error(
+                "cluster.lease_ms",
+                "must be at least 1000 (a lease is renewed every quarter of it)",
+            ));
+        }
+        if cluster.on_redis_down == OnRedisDown::Local
+            && cluster.local_share > self.limits.max_concurrent_upstream
+        {
+            return Err(key_error(
+                "cluster.local_share",
+                "must be at most limits.max_concurrent_upstream",
+            ));
+        }
         Ok(())
     }
 }

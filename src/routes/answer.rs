@@ -105,7 +105,8 @@ pub async fn answer(
     let stream = request.stream;
     let events = state
         .answers
-        .start(request_id, request, caller(client_key, peer), received)?;
+        .start(request_id, request, caller(client_key, peer), received)
+        .await?;
     if stream {
         let keep_alive = ms(state.config.server.keepalive_ms);
         Ok(sse::response(NamedEvents, events, keep_alive))

@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Serialize;
 
+use crate::config::OnRedisDown;
 use crate::state::AppState;
 use crate::store::WriterStats;
 use crate::upstream::Reach;
@@ -20,16 +21,21 @@ pub struct HealthReport {
     pub upstream: UpstreamHealth,
     /// `/answer` exchanges running now.
     pub exchanges_open: usize,
+    /// `off` (permits are this process's own), `ok` (shared through Redis), or `degraded`
+    /// (Redis cannot be reached: `cluster.on_redis_down` applies).
+    pub cluster: &'static str,
     pub log_writer: WriterStats,
     pub ocr: OcrHealth,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UpstreamHealth {
+    /// Over every instance when the pool is shared.
     pub permits_total: usize,
+    /// Held by this instance.
     pub permits_in_use: usize,
     pub permits_available: usize,
-    /// Requests waiting for a permit.
+    /// Requests waiting for a permit on this instance.
     pub queue_length: usize,
 }
 
@@ -76,6 +82,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthRe
             queue_length: permits.waiting(),
         },
         exchanges_open: state.answers.open(),
+        cluster: permits.cluster().map_or("off", |c| c.label()),
         log_writer: state.log.stats(),
         ocr: OcrHealth {
             engines: state.ocr.pool().size(),
@@ -120,7 +127,8 @@ pub async fn live() -> Json<Liveness> {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Readiness {
     pub ready: bool,
-    /// Why not, when not: `draining`, `upstream_unreachable`, `upstream_not_checked_yet`.
+    /// Why not, when not: `draining`, `upstream_unreachable`, `upstream_not_checked_yet`,
+    /// `cluster_unavailable` (Redis away with `cluster.on_redis_down = "reject"`).
     pub reasons: Vec<&'static str>,
     /// What the last upstream call or probe found.
     pub upstream: Reach,
@@ -140,8 +148,9 @@ pub enum ReadinessResponses {
     NotReady(Readiness),
 }
 
-/// 200 only when the instance should get traffic: not draining, and the upstream answered the
-/// last call or probe (`upstream.health_check_ms`). A database outage does not make it unready.
+/// 200 only when the instance should get traffic: not draining, the upstream answered the
+/// last call or probe (`upstream.health_check_ms`), and the shared permit pool is reachable
+/// unless the instance may run on a local share. A database outage does not make it unready.
 #[utoipa::path(
     get,
     path = "/health/ready",
@@ -158,6 +167,10 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
         Reach::Reachable => {}
         Reach::Unreachable => reasons.push("upstream_unreachable"),
         Reach::Unknown => reasons.push("upstream_not_checked_yet"),
+    }
+    let cluster = state.answers.permits().cluster();
+    if cluster.is_some_and(|c| !c.is_up() && c.on_down() == OnRedisDown::Reject) {
+        reasons.push("cluster_unavailable");
     }
     let database = if state.log.stats().database_ok {
         "ok"

@@ -61,5 +61,7 @@ fn readings(state: &AppState) -> Readings {
         ocr_engines: engines.size(),
         ocr_engines_busy: engines.busy(),
         writer: state.log.stats(),
+        cluster_up: permits.cluster().map(|c| c.is_up()),
+        redis_calls: permits.redis_calls(),
     }
 }

@@ -22,8 +22,8 @@ use tracing::Instrument as _;
 use crate::config::ImageParts;
 use crate::metrics::AnswerMetrics;
 use crate::ocr::{Priority, Requester};
-use crate::permit_pool::PermitPool;
-use crate::permit_queue::{Entry, QueueError, UpstreamPermit};
+use crate::permit_pool::{Entry, PermitPool, UpstreamPermit};
+use crate::permit_queue::QueueError;
 use crate::upstream::wire::{CallOptions, UpstreamMessage, Usage};
 use crate::upstream::{TimeoutPhase, UpstreamClient, UpstreamError};
 
@@ -266,7 +266,7 @@ impl Exchange {
         let first_round = entry.is_some();
         let entry = match entry {
             Some(entry) => entry,
-            None => self.ctx.permits.enter().map_err(queue_error)?,
+            None => self.ctx.permits.enter().await.map_err(queue_error)?,
         };
         let permit = match entry {
             Entry::Ready(permit) => permit,

@@ -6,11 +6,12 @@ use std::pin::pin;
 
 use serde_json::value::RawValue;
 
-use crate::permit_queue::UpstreamPermit;
+use crate::permit_pool::UpstreamPermit;
 use crate::upstream::ChunkStream;
 use crate::upstream::wire::{CallOptions, UpstreamMessage, Usage};
 
 use super::super::burst::{Burst, ready_within_a_turn};
+use super::super::error::ExchangeError;
 use super::super::events::AnswerEvent;
 use super::super::outbox::watched;
 use super::super::tools::CallAssembler;
@@ -35,7 +36,12 @@ impl Exchange {
         let text_starts = self.answer.len();
         let mut calls = CallAssembler::default();
         let mut burst = Burst::default();
-        let relayed = self.relay(&mut chunks, &mut calls, &mut burst).await;
+        // A shared permit whose lease cannot be renewed ends the round before it expires.
+        let relayed = tokio::select! {
+            biased;
+            () = permit.lost() => Err(Ended::Failed(ExchangeError::PermitLost)),
+            relayed = self.relay(&mut chunks, &mut calls, &mut burst) => relayed,
+        };
         // `[DONE]` arrived, or the stream failed: the upstream request is over, so its permit
         // goes back now, before the last deltas wait for room in the client's channel.
         drop(chunks);

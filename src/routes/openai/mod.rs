@@ -93,7 +93,8 @@ pub async fn chat_completions(
     };
     let events = state
         .answers
-        .start(request_id, request, caller(client_key, peer), received)?;
+        .start(request_id, request, caller(client_key, peer), received)
+        .await?;
     if stream {
         let encoder = ChunkEncoder::new(&head.id, head.created, &head.model, options.include_usage);
         let keep_alive = ms(state.config.server.keepalive_ms);
