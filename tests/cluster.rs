@@ -800,3 +800,49 @@ fn per_client_limits_count_over_every_instance() {
         redis_cli(&redis, &["HLEN", &open]) == "0"
     }));
 }
+
+#[test]
+fn an_answer_whose_lease_cannot_be_renewed_ends_with_an_error_before_it_expires() {
+    if redis_url().is_none() {
+        return;
+    }
+    let mut redis = PrivateRedis::start();
+    let upstream = Upstream::start(MockKnobs {
+        tokens: Some(40),
+        token_delay: Duration::from_millis(150),
+        ..MockKnobs::default()
+    });
+    let name = pool_name("lost");
+    let lease_ms = 2000;
+    let instance = Instance::start(&upstream, &redis.url(), &name, &limits(5, lease_ms));
+    upstream.runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .post(instance.url("/answer"))
+            .json(&json!({"user_input": "long"}))
+            .send()
+            .await
+            .expect("the stream starts");
+        let mut response = response;
+        let mut text = String::new();
+        while !text.contains("event: delta") {
+            let chunk = response.chunk().await.expect("read").expect("more");
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        redis.stop();
+        let stopped = Instant::now();
+        while let Some(chunk) = response.chunk().await.expect("read") {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        let ended_after = stopped.elapsed();
+        assert!(text.contains("event: error"), "{text}");
+        assert!(text.contains("\"code\":\"permit_lost\""), "{text}");
+        assert!(!text.contains("event: done"));
+        // Before the lease it held could have gone to another instance.
+        assert!(
+            ended_after < Duration::from_millis(lease_ms),
+            "ended {ended_after:?} after Redis stopped"
+        );
+    });
+    assert!(eventually(Duration::from_secs(5), || upstream.in_flight() == 0));
+    assert_eq!(upstream.mock.counters().aborted.load(Ordering::Acquire), 1);
+}

@@ -27,16 +27,18 @@ impl Exchange {
         permit: UpstreamPermit,
     ) -> Result<Round, Ended> {
         let upstream = self.ctx.upstream.clone();
-        let mut chunks = self
-            .outbox
-            .guarded(upstream.open(messages, tools, call))
-            .await?
-            .map_err(upstream_error)?;
+        // A shared permit whose lease cannot be renewed ends the round before it expires,
+        // whether the upstream has answered yet or not.
+        let opened = tokio::select! {
+            biased;
+            () = permit.lost() => return Err(Ended::Failed(ExchangeError::PermitLost)),
+            opened = self.outbox.guarded(upstream.open(messages, tools, call)) => opened,
+        };
+        let mut chunks = opened?.map_err(upstream_error)?;
         // The round's text is the end of the answer from here on.
         let text_starts = self.answer.len();
         let mut calls = CallAssembler::default();
         let mut burst = Burst::default();
-        // A shared permit whose lease cannot be renewed ends the round before it expires.
         let relayed = tokio::select! {
             biased;
             () = permit.lost() => Err(Ended::Failed(ExchangeError::PermitLost)),
