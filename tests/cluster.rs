@@ -629,6 +629,16 @@ fn redis_stopped_mid_load_runs_on_local_shares_then_back_to_exactly_five() {
         }
     });
     assert_eq!(upstream.max_in_flight(), 5, "back to the shared five");
+    // Nothing leaked through the outage: every lease went back.
+    let leases = pool_key(&name, "leases");
+    assert!(
+        eventually(Duration::from_secs(5), || redis_cli(
+            &redis.url(),
+            &["HLEN", &leases]
+        ) == "0"),
+        "leases left: {}",
+        redis_cli(&redis.url(), &["HGETALL", &leases])
+    );
     assert!(
         statuses.load(Ordering::Acquire) <= 5,
         "at most the five shared requests were cut"

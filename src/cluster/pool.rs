@@ -79,8 +79,11 @@ struct Running {
     /// Cancelled when its lease can no longer be renewed.
     lost: CancellationToken,
     /// Whether Redis counts it: false for a request begun on the local share while Redis was
-    /// away, until a heartbeat counts it.
+    /// away, until a heartbeat counts it. Only leases are ended when renewing fails.
     leased: bool,
+    /// Whether a heartbeat has sent it (and so may have made it a lease): then it is given
+    /// back when it ends, even if that heartbeat's answer has not come yet.
+    reported: bool,
 }
 
 struct Waiting {
@@ -309,6 +312,7 @@ impl Inner {
             Running {
                 lost: lost.clone(),
                 leased,
+                reported: false,
             },
         );
         SharedPermit {
@@ -399,8 +403,11 @@ impl Inner {
             .running
             .lock()
             .expect("running lock")
-            .keys()
-            .cloned()
+            .iter_mut()
+            .map(|(id, entry)| {
+                entry.reported = true;
+                id.clone()
+            })
             .collect();
         self.calls.fetch_add(1, Ordering::Relaxed);
         let counted = self.redis.heartbeat(self.capacity, &running).await?;
@@ -524,7 +531,7 @@ impl Drop for SharedPermit {
             .lock()
             .expect("running lock")
             .remove(&self.id);
-        if entry.is_some_and(|e| e.leased) {
+        if entry.is_some_and(|e| e.leased || e.reported) {
             let _ = self
                 .pool
                 .give_back
