@@ -27,5 +27,7 @@ bench:
 	scripts/mariadb-up.sh
 	cargo bench --bench answer
 	cargo bench --bench vs_nginx
+	scripts/redis-up.sh
+	cargo bench --bench cluster
 	cargo bench --bench log_writer
 	cargo bench --bench ocr

@@ -139,3 +139,146 @@ impl Waiter {
         }
     }
 }
+
+/// The same behaviour, checked on both implementations: the local queue always, the shared
+/// pool when `CHAT_PROXY_TEST_REDIS_URL` names a Redis (each test under a pool name of its own).
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ClusterConfig;
+    use crate::lifecycle::Lifecycle;
+
+    async fn pools(capacity: usize, max_queue: usize, timeout_ms: u64) -> Vec<PermitPool> {
+        let timeout = Duration::from_millis(timeout_ms);
+        let mut pools = vec![PermitPool::local(capacity, max_queue, timeout)];
+        if let Ok(url) = std::env::var("CHAT_PROXY_TEST_REDIS_URL") {
+            let config = ClusterConfig {
+                redis_url: url,
+                name: format!("unit-{}", uuid::Uuid::new_v4().simple()),
+                lease_ms: 2_000,
+                ..ClusterConfig::default()
+            };
+            let shared =
+                SharedPool::start(&config, capacity, max_queue, timeout, &Lifecycle::new())
+                    .await
+                    .expect("the test Redis answers");
+            pools.push(PermitPool::Shared(shared));
+        }
+        pools
+    }
+
+    async fn acquire(pool: &PermitPool) -> Result<UpstreamPermit, QueueError> {
+        match pool.enter().await? {
+            Entry::Ready(permit) => Ok(permit),
+            Entry::Queued(waiter) => waiter.wait().await,
+        }
+    }
+
+    fn queued(entry: Result<Entry, QueueError>) -> Waiter {
+        match entry.expect("room in the queue") {
+            Entry::Queued(waiter) => waiter,
+            Entry::Ready(_) => panic!("must queue"),
+        }
+    }
+
+    /// Until `check` holds: the shared pool gives back through its dispatcher.
+    async fn settles(check: impl Fn() -> bool) {
+        for _ in 0..100 {
+            if check() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("did not settle");
+    }
+
+    #[tokio::test]
+    async fn free_permits_are_taken_without_queueing() {
+        for pool in pools(2, 10, 5_000).await {
+            let a = acquire(&pool).await.expect("free permit");
+            let _b = acquire(&pool).await.expect("free permit");
+            assert_eq!(pool.in_use(), 2);
+            drop(a);
+            assert_eq!(pool.in_use(), 1);
+            assert_eq!(pool.waiting(), 0);
+            // The freed permit is free again for the next one, without waiting.
+            settles(|| pool.available() == 1).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn beyond_max_queue_is_refused_at_once_and_leaving_makes_room() {
+        for pool in pools(1, 2, 5_000).await {
+            let _held = acquire(&pool).await.expect("free permit");
+            let w1 = queued(pool.enter().await);
+            let w2 = queued(pool.enter().await);
+            assert_eq!((w1.position(), w2.position()), (1, 2));
+            assert!(matches!(
+                pool.enter().await,
+                Err(QueueError::Full { max_queue: 2 })
+            ));
+            drop(w1);
+            // The shared queue is left through the dispatcher: the place frees shortly.
+            let mut w3 = None;
+            for _ in 0..100 {
+                match pool.enter().await {
+                    Ok(entry) => {
+                        w3 = Some(queued(Ok(entry)));
+                        break;
+                    }
+                    Err(QueueError::Full { .. }) => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err(err) => panic!("{err}"),
+                }
+            }
+            let w3 = w3.expect("room again once w1 left");
+            assert_eq!(w3.position(), 2, "w1 left, w2 is first");
+            drop((w2, w3));
+            settles(|| pool.waiting() == 0).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn waiting_past_the_timeout_fails() {
+        for pool in pools(1, 10, 300).await {
+            let _held = acquire(&pool).await.expect("free permit");
+            let err = acquire(&pool).await.err().expect("times out");
+            assert!(
+                matches!(err, QueueError::Timeout { waited } if waited >= Duration::from_millis(300))
+            );
+            assert_eq!(pool.waiting(), 0);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiters_are_served_first_come_first_served() {
+        for pool in pools(1, 100, 20_000).await {
+            let held = acquire(&pool).await.expect("free permit");
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let lifecycle = Lifecycle::new();
+            let mut tasks = Vec::new();
+            for i in 0..20 {
+                let waiter = queued(pool.enter().await);
+                assert_eq!(waiter.position(), i + 1);
+                let tx = tx.clone();
+                tasks.push(lifecycle.spawn(async move {
+                    let permit = waiter.wait().await.expect("served");
+                    tx.send(i).expect("receiver alive");
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    drop(permit);
+                }));
+            }
+            drop(held);
+            for task in tasks {
+                task.await.expect("task ran");
+            }
+            drop(tx);
+            let mut order = Vec::new();
+            while let Some(i) = rx.recv().await {
+                order.push(i);
+            }
+            assert_eq!(order, (0..20).collect::<Vec<_>>());
+        }
+    }
+}

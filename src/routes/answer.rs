@@ -87,7 +87,7 @@ pub enum AnswerEventName {
         (status = 408, description = "The body did not arrive within `server.body_read_timeout_ms` (`body_timeout`)", body = ErrorBody),
         (status = 429, description = "Queue full, or a per-client limit; see Retry-After", body = ErrorBody),
         (status = 502, description = "The upstream failed before anything was streamed (`stream: false`)", body = ErrorBody),
-        (status = 503, description = "Shutting down, or no permit within `limits.queue_timeout_ms`", body = ErrorBody),
+        (status = 503, description = "Shutting down, no permit within `limits.queue_timeout_ms`, or the shared permit pool unreachable (`cluster_unavailable`)", body = ErrorBody),
         (status = 504, description = "The upstream timed out (`stream: false`)", body = ErrorBody),
     ),
     security((), ("client_key" = [])),

@@ -70,7 +70,7 @@ pub struct ChatCompletionChunkEvent {
         (status = 413, description = "Body larger than `server.max_body_bytes`", body = OpenAiErrorBody),
         (status = 429, description = "Queue full, or a per-client limit; see Retry-After", body = OpenAiErrorBody),
         (status = 502, description = "The upstream failed (`stream: false`)", body = OpenAiErrorBody),
-        (status = 503, description = "Shutting down, or no permit within `limits.queue_timeout_ms` (`stream: false`)", body = OpenAiErrorBody),
+        (status = 503, description = "Shutting down, no permit within `limits.queue_timeout_ms` (`stream: false`), or the shared permit pool unreachable (`cluster_unavailable`)", body = OpenAiErrorBody),
         (status = 504, description = "The upstream timed out (`stream: false`)", body = OpenAiErrorBody),
     ),
     security((), ("client_key" = [])),
