@@ -27,6 +27,7 @@ bench:
 	scripts/mariadb-up.sh
 	cargo bench --bench answer
 	cargo bench --bench vs_nginx
+	cargo bench --bench scale
 	scripts/redis-up.sh
 	cargo bench --bench cluster
 	cargo bench --bench log_writer

@@ -278,7 +278,61 @@ mod tests {
             while let Some(i) = rx.recv().await {
                 order.push(i);
             }
-            assert_eq!(order, (0..20).collect::<Vec<_>>());
+            assert_eq!(
+                order,
+                (0..20).collect::<Vec<_>>(),
+                "{}",
+                if pool.cluster().is_some() {
+                    "shared"
+                } else {
+                    "local"
+                }
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_caller_dropped_mid_entry_leaves_nothing_taken() {
+        for pool in pools(1, 10, 5_000).await {
+            // Each call is dropped after its first poll: on the shared pool its script is on
+            // its way to Redis, and may take the permit or a ticket after the caller is gone.
+            for yields in 0..40 {
+                let entering = pool.enter();
+                futures::pin_mut!(entering);
+                for _ in 0..=yields {
+                    if futures::poll!(entering.as_mut()).is_ready() {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            }
+            // A new caller gets the permit: nothing the dropped ones took is kept.
+            let got = tokio::time::timeout(Duration::from_secs(3), async {
+                loop {
+                    match pool.enter().await {
+                        Ok(Entry::Ready(permit)) => return permit,
+                        Ok(Entry::Queued(waiter)) => match waiter.wait().await {
+                            Ok(permit) => return permit,
+                            Err(err) => panic!("{err}"),
+                        },
+                        // The dropped callers' places are on their way back.
+                        Err(QueueError::Full { .. }) => {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Err(err) => panic!("{err}"),
+                    }
+                }
+            })
+            .await;
+            assert!(
+                got.is_ok(),
+                "a dropped caller kept the permit or a place ahead ({})",
+                if pool.cluster().is_some() {
+                    "shared"
+                } else {
+                    "local"
+                }
+            );
         }
     }
 }

@@ -1,11 +1,14 @@
 //! The permit queue in front of the upstream: one `tokio::sync::Semaphore` (first come, first
 //! served) with `max_concurrent_upstream` permits, a bound on how many may wait, and a wait limit.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 /// Why a request got no permit.
@@ -69,6 +72,17 @@ pub struct Waiter {
     queue: PermitQueue,
     position: usize,
     counted: bool,
+    /// Its place in the semaphore's own queue, taken when it entered: the order of service is
+    /// the order of entry, not the order in which the waiting tasks first run.
+    acquire: Acquire,
+}
+
+type Acquiring = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
+
+enum Acquire {
+    Waiting(Acquiring),
+    /// A permit came free between entering and waiting.
+    Granted(OwnedSemaphorePermit),
 }
 
 impl PermitQueue {
@@ -114,10 +128,23 @@ impl PermitQueue {
         let ticket = inner.issued.fetch_add(1, Ordering::AcqRel);
         let left = inner.left.load(Ordering::Acquire);
         let position = usize::try_from(ticket.saturating_sub(left)).unwrap_or(usize::MAX) + 1;
+        // Polled once now, so the semaphore queues it at once.
+        let mut acquiring: Acquiring = Box::pin(inner.semaphore.clone().acquire_owned());
+        let acquire = match acquiring
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+        {
+            Poll::Ready(Ok(permit)) => Acquire::Granted(permit),
+            Poll::Ready(Err(_closed)) => {
+                unreachable!("the permit queue's semaphore is never closed")
+            }
+            Poll::Pending => Acquire::Waiting(acquiring),
+        };
         Ok(Entry::Queued(Waiter {
             queue: self.clone(),
             position,
             counted: true,
+            acquire,
         }))
     }
 
@@ -159,9 +186,16 @@ impl Waiter {
     /// Waits for this request's turn; fails with [`QueueError::Timeout`] past the queue timeout.
     pub async fn wait(mut self) -> Result<UpstreamPermit, QueueError> {
         let started = Instant::now();
-        let semaphore = self.queue.inner.semaphore.clone();
-        let outcome =
-            tokio::time::timeout(self.queue.inner.timeout, semaphore.acquire_owned()).await;
+        let granted = std::mem::replace(
+            &mut self.acquire,
+            Acquire::Waiting(Box::pin(std::future::pending())),
+        );
+        let outcome = match granted {
+            Acquire::Granted(permit) => Ok(Ok(permit)),
+            Acquire::Waiting(acquiring) => {
+                tokio::time::timeout(self.queue.inner.timeout, acquiring).await
+            }
+        };
         self.leave();
         match outcome {
             Ok(Ok(permit)) => Ok(UpstreamPermit { _permit: permit }),

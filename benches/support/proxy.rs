@@ -18,6 +18,17 @@ impl Proxy {
 
     /// `extra` is appended to the `[upstream]` section.
     pub fn start_with(dir: &Path, base_url: &str, permits: usize, extra: &str) -> Self {
+        Self::start_full(dir, base_url, permits, extra, "")
+    }
+
+    /// `extra` is appended to the `[upstream]` section, `limits` to `[limits]`.
+    pub fn start_full(
+        dir: &Path,
+        base_url: &str,
+        permits: usize,
+        extra: &str,
+        limits: &str,
+    ) -> Self {
         let tag = uuid::Uuid::new_v4().simple().to_string();
         let config = dir.join(format!("bench-{tag}.toml"));
         std::fs::write(
@@ -25,7 +36,7 @@ impl Proxy {
             format!(
                 "[server]\nbind = \"127.0.0.1:0\"\n\
                  [upstream]\nbase_url = \"{base_url}\"\nmodel = \"bench\"\n{extra}\n\
-                 [limits]\nmax_concurrent_upstream = {permits}\nmax_queue = 100000\n\
+                 [limits]\nmax_concurrent_upstream = {permits}\nmax_queue = 100000\n{limits}\n\
                  [database]\nurl = \"sqlite://{}/bench-{tag}.db?mode=rwc\"\n\
                  [writer]\nspill_path = \"{}/spill-{tag}.jsonl\"\n\
                  [ocr]\npreload = false\n",

@@ -201,13 +201,16 @@ impl SharedPool {
             return inner.enter_local().map(|entry| inner.local_entry(entry));
         }
         let ticket = uuid::Uuid::new_v4().simple().to_string();
+        // If this future is dropped mid-call (the client left), what the call took goes back.
+        let unclaimed = Unclaimed::new(inner, Returned::Pool(ticket.clone()));
         let wakes_before = inner.wakes.seen();
         inner.calls.fetch_add(1, Ordering::Relaxed);
-        match inner
+        let entered = inner
             .redis
             .enter(&ticket, inner.capacity, inner.max_queue)
-            .await
-        {
+            .await;
+        unclaimed.claim();
+        match entered {
             Ok(Entered::Permit) => Ok(SharedEntry::Ready(inner.permit(ticket, true, None))),
             Ok(Entered::Full) => Err(QueueError::Full {
                 max_queue: inner.max_queue,
@@ -253,11 +256,10 @@ impl SharedPool {
         let base = inner.redis.client_base(client);
         let slot = uuid::Uuid::new_v4().simple().to_string();
         inner.calls.fetch_add(1, Ordering::Relaxed);
-        let verdict = inner
-            .redis
-            .client_admit(&base, &slot, max_open, rate)
-            .await
-            .inspect_err(|err| inner.health.down(err))?;
+        let unclaimed = Unclaimed::new(inner, Returned::ClientSlot(base.clone(), slot.clone()));
+        let verdict = inner.redis.client_admit(&base, &slot, max_open, rate).await;
+        unclaimed.claim();
+        let verdict = verdict.inspect_err(|err| inner.health.down(err))?;
         Ok(match verdict {
             ClientVerdict::Admitted => Ok((max_open > 0).then(|| SharedClientSlot {
                 pool: inner.clone(),
@@ -637,6 +639,34 @@ impl Drop for SharedClientSlot {
             std::mem::take(&mut self.base),
             std::mem::take(&mut self.slot),
         ));
+    }
+}
+
+/// What a Redis call may take, given back if the caller is dropped before the call returns.
+struct Unclaimed<'a> {
+    pool: &'a Inner,
+    item: Option<Returned>,
+}
+
+impl<'a> Unclaimed<'a> {
+    fn new(pool: &'a Inner, item: Returned) -> Self {
+        Self {
+            pool,
+            item: Some(item),
+        }
+    }
+
+    /// The call returned: its caller owns what it took.
+    fn claim(mut self) {
+        self.item = None;
+    }
+}
+
+impl Drop for Unclaimed<'_> {
+    fn drop(&mut self) {
+        if let Some(item) = self.item.take() {
+            let _ = self.pool.give_back.send(item);
+        }
     }
 }
 
