@@ -791,6 +791,14 @@ fn per_client_limits_count_over_every_instance() {
         for done in [first, second] {
             assert_eq!(done.await.expect("answer").status, 200);
         }
+        // An answer is counted off its client with one Redis call after its last event.
+        let open = format!("chat-proxy:{{{name}}}:client:127.0.0.1:open");
+        assert!(
+            eventually_async(Duration::from_secs(5), || {
+                redis_cli(&redis, &["HLEN", &open]) == "0"
+            })
+            .await
+        );
         // Two tokens of the bucket of three are spent, one more is left over both.
         assert_eq!(ask(&client, &b.url("/answer"), "four").await.status, 200);
         let fifth = client
@@ -804,7 +812,7 @@ fn per_client_limits_count_over_every_instance() {
         let body: Value = fifth.json().await.expect("JSON");
         assert_eq!(body["error"]["code"], "client_rate_limit");
     });
-    // The client's open answers are all counted off again.
+    // The refused ones never counted: nothing is open.
     let open = format!("chat-proxy:{{{name}}}:client:127.0.0.1:open");
     assert!(eventually(Duration::from_secs(5), || {
         redis_cli(&redis, &["HLEN", &open]) == "0"

@@ -4,8 +4,9 @@
 //!   held under the ticket's id.
 //! - One task per process (the dispatcher) owns everything else, one call at a time, so its
 //!   calls never race each other:
-//!   - when a permit frees (a pub/sub message, or its own tick), it asks Redis to grant this
-//!     process's waiters, in arrival order, what the global queue allows;
+//!   - when a permit frees (a pub/sub message naming this process, its own give-back, or its
+//!     own tick), it asks Redis to grant this process's waiters, in arrival order, what the
+//!     global queue allows;
 //!   - it gives back permits and tickets that requests dropped, and retries those Redis did
 //!     not take;
 //!   - every quarter lease it renews this process's liveness and counts its running requests
@@ -186,6 +187,7 @@ impl SharedPool {
         lifecycle.spawn_service(wake::listen(
             client,
             inner.redis.wake_channel(),
+            inner.redis.instance().to_owned(),
             inner.wakes.clone(),
             tick,
             inner.stop.clone(),
@@ -215,15 +217,20 @@ impl SharedPool {
             Ok(Entered::Full) => Err(QueueError::Full {
                 max_queue: inner.max_queue,
             }),
-            Ok(Entered::Queued { position, seq }) => {
+            Ok(Entered::Queued {
+                position,
+                seq,
+                served_now,
+            }) => {
                 let (grant, granted) = oneshot::channel();
                 inner
                     .waiters
                     .lock()
                     .expect("waiters lock")
                     .insert(seq, Waiting { ticket, grant });
-                if inner.wakes.seen() != wakes_before {
-                    // A permit freed while this ticket was on its way: look again.
+                if served_now || inner.wakes.seen() != wakes_before {
+                    // A permit is free for it already, or one freed while this ticket was on
+                    // its way: ask now.
                     inner.wakes.notify.notify_one();
                 }
                 Ok(SharedEntry::Queued(SharedWaiter {
@@ -369,8 +376,10 @@ impl Inner {
                     while let Ok(item) = returned.try_recv() {
                         to_give_back.add(item);
                     }
-                    self.send_back(&mut to_give_back).await;
-                    continue;
+                    if !self.send_back(&mut to_give_back).await {
+                        // The freed permits are first for other instances' waiters.
+                        continue;
+                    }
                 }
                 () = self.stop.cancelled() => break,
                 () = self.wakes.notify.notified() => {}
@@ -447,15 +456,23 @@ impl Inner {
     }
 
     /// Gives back what requests dropped; what Redis does not take now is kept for later.
-    async fn send_back(&self, given: &mut GivenBack) {
+    /// True when this process's own waiters are first in line for the permits freed.
+    async fn send_back(&self, given: &mut GivenBack) -> bool {
         if !self.health.is_up() {
-            return;
+            return false;
         }
+        let mut mine = false;
         if !given.pool.is_empty() {
             self.calls.fetch_add(1, Ordering::Relaxed);
-            match self.redis.give_back(&given.pool).await {
-                Ok(()) => given.pool.clear(),
-                Err(err) => return self.health.down(&err),
+            match self.redis.give_back(self.capacity, &given.pool).await {
+                Ok(first_in_line) => {
+                    given.pool.clear();
+                    mine = first_in_line;
+                }
+                Err(err) => {
+                    self.health.down(&err);
+                    return false;
+                }
             }
         }
         if !given.client_slots.is_empty() {
@@ -465,6 +482,7 @@ impl Inner {
                 Err(err) => self.health.down(&err),
             }
         }
+        mine
     }
 
     /// Asks Redis for permits for this process's waiters, first come first served.

@@ -26,8 +26,13 @@ pub enum Entered {
     Permit,
     /// `max_queue` already wait.
     Full,
-    /// At the back of the queue: `position` is 1 for the next to be served, `seq` the arrival.
-    Queued { position: usize, seq: u64 },
+    /// At the back of the queue: `position` is 1 for the next to be served, `seq` the arrival;
+    /// `served_now` when a permit is already free for it.
+    Queued {
+        position: usize,
+        seq: u64,
+        served_now: bool,
+    },
 }
 
 /// What `take` gave: tickets granted a permit, and tickets no longer queued.
@@ -115,7 +120,7 @@ impl PoolRedis {
     ) -> Result<Entered, ClusterError> {
         let mut call = self.invocation(&self.enter);
         call.arg(ticket).arg(capacity).arg(max_queue);
-        let (generation, status, seq): (String, i64, u64) = self.run(&call).await?;
+        let (generation, status, seq, served_now): (String, i64, u64, u8) = self.run(&call).await?;
         self.note(generation);
         Ok(match status {
             0 => Entered::Permit,
@@ -123,6 +128,7 @@ impl PoolRedis {
             position => Entered::Queued {
                 position: usize::try_from(position).unwrap_or(usize::MAX),
                 seq,
+                served_now: served_now == 1,
             },
         })
     }
@@ -137,12 +143,13 @@ impl PoolRedis {
         Ok(Taken { granted, gone })
     }
 
-    /// Gives back permits and leaves the queue, for lease ids and tickets alike.
-    pub async fn give_back(&self, ids: &[String]) -> Result<(), ClusterError> {
+    /// Gives back permits and leaves the queue, for lease ids and tickets alike; true when
+    /// this instance's own waiters are first in line for what was freed.
+    pub async fn give_back(&self, capacity: usize, ids: &[String]) -> Result<bool, ClusterError> {
         let mut call = self.invocation(&self.give_back);
-        call.arg(ids);
-        let _found: u64 = self.run(&call).await?;
-        Ok(())
+        call.arg(capacity).arg(ids);
+        let mine: u8 = self.run(&call).await?;
+        Ok(mine == 1)
     }
 
     /// Keeps this instance alive and counts `running` as its leases; returns how many of them

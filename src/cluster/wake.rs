@@ -1,6 +1,7 @@
 //! Hears of freed permits: a pub/sub subscription to the pool's wake channel, on its own
-//! connection, opened again whenever it drops. Each message (and each new subscription, which
-//! may have missed some) pokes the pool's dispatcher.
+//! connection, opened again whenever it drops. A message names the instances whose tickets are
+//! first in line; one naming this instance (and each new subscription, which may have missed
+//! some) pokes the pool's dispatcher.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +34,7 @@ impl Wakes {
 pub async fn listen(
     client: redis::Client,
     channel: String,
+    instance: String,
     wakes: Arc<Wakes>,
     retry: Duration,
     stop: CancellationToken,
@@ -52,7 +54,12 @@ pub async fn listen(
                     tokio::select! {
                         () = stop.cancelled() => return,
                         message = messages.next() => match message {
-                            Some(_) => wakes.poke(),
+                            Some(message) => {
+                                let named: String = message.get_payload().unwrap_or_default();
+                                if named.split(' ').any(|name| name == instance) {
+                                    wakes.poke();
+                                }
+                            }
                             None => break,
                         },
                     }

@@ -1,7 +1,8 @@
 -- Keeps this instance alive (the prelude renews it) and counts its running requests, ARGV[6..],
 -- as leases: after a Redis restart, and for requests that began on a local share while Redis
 -- was away, they are missing. ARGV[5] capacity. Once a lease, one instance sweeps the whole
--- queue for tickets of instances that are gone. Wakes the waiters when a permit is free.
+-- queue for tickets of instances that are gone. Announces free permits to the instances first
+-- in line (this one grants after its heartbeat anyway).
 -- Returns {generation, requests counted again}.
 local capacity = tonumber(ARGV[5])
 local gen = generation()
@@ -23,7 +24,5 @@ if redis.call('SET', P .. 'swept', '1', 'PX', lease_ms, 'NX') then
 end
 reap_leases()
 reap_head()
-if redis.call('ZCARD', queue) > 0 and redis.call('HLEN', leases) < capacity then
-  redis.call('PUBLISH', P .. 'wake', '')
-end
+announce(capacity)
 return {gen, counted}

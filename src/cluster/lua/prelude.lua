@@ -8,7 +8,8 @@
 --   settle         present for one lease after a restart: nothing is granted until every
 --                  instance has counted its running requests again
 --   alive:<inst>   one per live instance, expiring one lease after its last call
---   wake           the channel a freed permit is announced on
+--   wake           the channel a freed permit is announced on, naming the instances whose
+--                  tickets are first in line
 -- Every script is called with ARGV[1] prefix, ARGV[2] this instance, ARGV[3] lease_ms and
 -- ARGV[4] the generation this instance knows ('' at first), then its own arguments.
 local P, me, lease_ms, known = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
@@ -70,4 +71,29 @@ local function reap_head()
     redis.call('ZREM', queue, head[1])
     redis.call('HDEL', owners, head[1])
   end
+end
+
+-- Announces free permits to the instances whose tickets are first in line for them (the wake
+-- message names them, so the others stay quiet). Returns whether this instance is among them;
+-- it is left out of the message, as its caller grants at once.
+local function announce(capacity)
+  local free = capacity - redis.call('HLEN', leases)
+  if free <= 0 then
+    return false
+  end
+  local heads = redis.call('ZRANGE', queue, 0, free - 1)
+  local named, seen, mine = {}, {}, false
+  for _, ticket in ipairs(heads) do
+    local owner = redis.call('HGET', owners, ticket)
+    if owner == me then
+      mine = true
+    elseif owner and not seen[owner] then
+      seen[owner] = true
+      named[#named + 1] = owner
+    end
+  end
+  if #named > 0 then
+    redis.call('PUBLISH', P .. 'wake', table.concat(named, ' '))
+  end
+  return mine
 end
