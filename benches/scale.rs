@@ -4,20 +4,24 @@
 //!
 //!   cargo bench --bench scale
 //!
-//! The mock model is in this process. A held stream asks it for one chunk and then silence
-//! (`fault:stall:1`), so the stream stays open; the proxy's chunk-gap and total timeouts are
-//! raised so that nothing ends it. At each level, 500 short answers (20 chunks 1 ms apart) go
-//! through beside the held ones, 50 at a time, for the CPU each costs the proxy then. Memory is
-//! the proxy's RSS from /proc; the slope is per stream (or queued request) between levels.
-//! The benchmark raises its own open-files limit (it is root here) so that 10,000 streams fit:
-//! each is a socket to the client and one to the mock in the proxy, and one here.
+//! The mock model is in this process and speaks HTTP/2 without TLS (h2c) with no limit on
+//! streams, and the proxy calls it with `upstream.http2_prior_knowledge`: so 10,000 upstream
+//! streams share one connection, and 10,000 open streams cost the proxy 10,000 sockets (to the
+//! clients), not 20,000, which fits under this machine's hard limit on open files. A held stream
+//! gets one chunk and then silence, so it stays open; the proxy's chunk-gap and total timeouts
+//! are raised so that nothing ends it. At each level, 500 short answers (20 chunks 1 ms apart)
+//! go through beside the held ones, 50 at a time, for the CPU each costs the proxy then.
+//! Memory is the proxy's RSS from /proc; the slope is per stream (or queued request) between
+//! levels.
 
 use std::time::{Duration, Instant};
 
-use chat_proxy::demo::{MockKnobs, MockUpstream};
-use chat_proxy::lifecycle::Lifecycle;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use axum::body::{Body, Bytes};
 use futures::StreamExt;
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[path = "support/proxy.rs"]
 #[allow(dead_code, reason = "shared with the other benchmarks")]
@@ -37,20 +41,78 @@ fn main() {
     support::run(run());
 }
 
-/// Soft and hard open-files limits as high as this process may set them, inherited by the
-/// proxy it starts.
+/// The soft open-files limit raised to the hard one, here and (inherited) in the proxy.
 fn raise_open_files() {
-    let want = 65_536;
     let (_, hard) = rlimit::Resource::NOFILE.get().expect("read the limit");
-    let hard = if hard < want && rlimit::Resource::NOFILE.set(want, want).is_ok() {
-        want
-    } else {
-        hard
-    };
     rlimit::Resource::NOFILE
         .set(hard, hard)
         .expect("raise the soft limit");
     println!("open files limit: {hard}");
+}
+
+/// A streaming `/v1/chat/completions`: for a question holding `hold`, one chunk and then
+/// silence; else 20 chunks 1 ms apart and `[DONE]`.
+async fn completions(body: Bytes) -> axum::response::Response {
+    let request: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let hold = request["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m["content"].as_str())
+        .is_some_and(|q| q.contains("hold"));
+    let chunk = |i: usize| {
+        let data = json!({"choices": [{"index": 0, "delta": {"content": format!("w{i} ")}}]});
+        Ok::<_, Infallible>(Bytes::from(format!("data: {data}\n\n")))
+    };
+    let stream = if hold {
+        futures::stream::once(async move { chunk(0) })
+            .chain(futures::stream::pending())
+            .boxed()
+    } else {
+        futures::stream::unfold(0usize, move |i| async move {
+            match i {
+                20 => Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), i + 1)),
+                21.. => None,
+                _ => {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    Some((chunk(i), i + 1))
+                }
+            }
+        })
+        .boxed()
+    };
+    axum::response::Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(stream))
+        .expect("response")
+}
+
+/// Serves the mock over h2c, with no limit on concurrent streams.
+async fn start_mock() -> SocketAddr {
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(completions),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    #[expect(clippy::disallowed_methods, reason = "the benchmark's mock, not the product")]
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let service = hyper_util::service::TowerToHyperService::new(app.clone());
+            #[expect(clippy::disallowed_methods, reason = "the benchmark's mock, not the product")]
+            tokio::spawn(async move {
+                let mut builder = hyper::server::conn::http2::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                );
+                builder.max_concurrent_streams(1_000_000);
+                let _ = builder
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    addr
 }
 
 /// Opens a stream the mock never finishes; returns once its first answer text (or, behind the
@@ -58,7 +120,7 @@ fn raise_open_files() {
 async fn hold(client: &reqwest::Client, url: &str, until: &str) -> reqwest::Response {
     let mut response = client
         .post(url)
-        .json(&json!({"user_input": "hold fault:stall:1"}))
+        .json(&json!({"user_input": "hold"}))
         .send()
         .await
         .expect("request sent");
@@ -122,24 +184,15 @@ async fn settle(proxy: &Proxy) -> u64 {
 
 async fn run() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mock = MockUpstream::start(
-        MockKnobs {
-            tokens: Some(20),
-            token_delay: Duration::from_millis(1),
-            ..MockKnobs::default()
-        },
-        &Lifecycle::new(),
-    )
-    .await
-    .expect("mock");
+    let mock = format!("http://{}/v1", start_mock().await);
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .build()
         .expect("client");
-    let patient = "chunk_gap_timeout_ms = 3600000\ntotal_timeout_ms = 3600000\n";
+    let patient = "http2_prior_knowledge = true\nchunk_gap_timeout_ms = 3600000\ntotal_timeout_ms = 3600000\n";
 
     println!("## Open streams, the permit limit lifted");
-    let proxy = Proxy::start_full(dir.path(), &mock.base_url(), 100_000, patient, "");
+    let proxy = Proxy::start_full(dir.path(), &mock, 100_000, patient, "");
     let url = format!("http://{}/answer", proxy.addr);
     cpu_per_answer(&client, &url, &proxy).await;
     let idle_cpu = cpu_per_answer(&client, &url, &proxy).await;
@@ -179,7 +232,7 @@ async fn run() {
     println!("## Queued behind 5 permits");
     let proxy = Proxy::start_full(
         dir.path(),
-        &mock.base_url(),
+        &mock,
         5,
         patient,
         "queue_timeout_ms = 3600000\n",
