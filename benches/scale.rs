@@ -88,23 +88,25 @@ async fn completions(body: Bytes) -> axum::response::Response {
 
 /// Serves the mock over h2c, with no limit on concurrent streams.
 async fn start_mock() -> SocketAddr {
-    let app = axum::Router::new().route(
-        "/v1/chat/completions",
-        axum::routing::post(completions),
-    );
+    let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(completions));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    #[expect(clippy::disallowed_methods, reason = "the benchmark's mock, not the product")]
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the benchmark's mock, not the product"
+    )]
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let service = hyper_util::service::TowerToHyperService::new(app.clone());
-            #[expect(clippy::disallowed_methods, reason = "the benchmark's mock, not the product")]
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "the benchmark's mock, not the product"
+            )]
             tokio::spawn(async move {
-                let mut builder = hyper::server::conn::http2::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                );
+                let mut builder =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
                 builder.max_concurrent_streams(1_000_000);
                 let _ = builder
                     .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
