@@ -566,6 +566,7 @@ fn redis_stopped_mid_load_runs_on_local_shares_then_back_to_exactly_five() {
         let running = tokio::spawn(load(urls.clone(), 600, 60));
         tokio::time::sleep(Duration::from_millis(500)).await;
         redis.stop();
+        let stopped = Instant::now();
         // Degraded: each instance says so, and keeps answering on its local share.
         let mut degraded = 0;
         for _ in 0..60 {
@@ -592,6 +593,8 @@ fn redis_stopped_mid_load_runs_on_local_shares_then_back_to_exactly_five() {
             "three instances on one local permit each: {}",
             upstream.max_in_flight()
         );
+        // Down for 5 seconds in all.
+        tokio::time::sleep(Duration::from_secs(5).saturating_sub(stopped.elapsed())).await;
         redis.resume();
         let mut ok = 0;
         for _ in 0..80 {
