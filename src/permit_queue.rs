@@ -1,5 +1,6 @@
 //! The permit queue in front of the upstream: one `tokio::sync::Semaphore` (first come, first
 //! served) with `max_concurrent_upstream` permits, a bound on how many may wait, and a wait limit.
+//! Its behaviour is tested in [`crate::permit_pool`], whose tests run on both implementations.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -217,89 +218,5 @@ impl Waiter {
 impl Drop for Waiter {
     fn drop(&mut self) {
         self.leave();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn queue(capacity: usize, max_queue: usize, timeout_ms: u64) -> PermitQueue {
-        PermitQueue::new(capacity, max_queue, Duration::from_millis(timeout_ms))
-    }
-
-    #[tokio::test]
-    async fn free_permits_are_taken_without_queueing() {
-        let q = queue(2, 10, 1000);
-        let a = q.acquire().await.expect("free permit");
-        let _b = q.acquire().await.expect("free permit");
-        assert_eq!(q.in_use(), 2);
-        drop(a);
-        assert_eq!(q.in_use(), 1);
-        assert_eq!(q.waiting(), 0);
-    }
-
-    #[tokio::test]
-    async fn beyond_max_queue_is_refused_at_once() {
-        let q = queue(1, 2, 1000);
-        let _held = q.acquire().await.expect("free permit");
-        let Entry::Queued(w1) = q.enter().expect("room") else {
-            panic!("must queue")
-        };
-        let Entry::Queued(w2) = q.enter().expect("room") else {
-            panic!("must queue")
-        };
-        assert_eq!((w1.position(), w2.position()), (1, 2));
-        assert!(matches!(q.enter(), Err(QueueError::Full { max_queue: 2 })));
-        drop(w1);
-        assert_eq!(q.waiting(), 1);
-        let Entry::Queued(w3) = q.enter().expect("room again") else {
-            panic!("must queue")
-        };
-        assert_eq!(w3.position(), 2, "w1 left, w2 is first");
-        drop((w2, w3));
-        assert_eq!(q.waiting(), 0);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn waiting_past_the_timeout_fails() {
-        let q = queue(1, 10, 500);
-        let _held = q.acquire().await.expect("free permit");
-        let err = q.acquire().await.expect_err("times out");
-        assert!(
-            matches!(err, QueueError::Timeout { waited } if waited >= Duration::from_millis(500))
-        );
-        assert_eq!(q.waiting(), 0);
-    }
-
-    #[tokio::test]
-    async fn waiters_are_served_first_come_first_served() {
-        let q = queue(1, 100, 10_000);
-        let held = q.acquire().await.expect("free permit");
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let lifecycle = crate::lifecycle::Lifecycle::new();
-        let mut tasks = Vec::new();
-        for i in 0..20 {
-            let Entry::Queued(waiter) = q.enter().expect("room") else {
-                panic!("must queue")
-            };
-            let tx = tx.clone();
-            tasks.push(lifecycle.spawn(async move {
-                let permit = waiter.wait().await.expect("served");
-                tx.send(i).expect("receiver alive");
-                tokio::task::yield_now().await;
-                drop(permit);
-            }));
-        }
-        drop(held);
-        for task in tasks {
-            task.await.expect("task ran");
-        }
-        drop(tx);
-        let mut order = Vec::new();
-        while let Some(i) = rx.recv().await {
-            order.push(i);
-        }
-        assert_eq!(order, (0..20).collect::<Vec<_>>());
     }
 }

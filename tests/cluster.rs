@@ -203,6 +203,21 @@ async fn health(url: &str) -> Value {
         .expect("health JSON")
 }
 
+/// Whether every instance's `/health` says `cluster` is `state` within 8 seconds.
+async fn all_say(health_urls: &[String], state: &str) -> bool {
+    for _ in 0..80 {
+        let mut agree = 0;
+        for url in health_urls {
+            agree += usize::from(health(url).await["cluster"] == state);
+        }
+        if agree == health_urls.len() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 /// Polls `check` every 50 ms until it holds or `limit` passes; returns whether it held.
 fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     let started = Instant::now();
@@ -568,18 +583,10 @@ fn redis_stopped_mid_load_runs_on_local_shares_then_back_to_exactly_five() {
         redis.stop();
         let stopped = Instant::now();
         // Degraded: each instance says so, and keeps answering on its local share.
-        let mut degraded = 0;
-        for _ in 0..60 {
-            degraded = 0;
-            for url in &health_urls {
-                degraded += usize::from(health(url).await["cluster"] == "degraded");
-            }
-            if degraded == 3 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert_eq!(degraded, 3, "every instance noticed Redis was gone");
+        assert!(
+            all_say(&health_urls, "degraded").await,
+            "every instance noticed Redis was gone"
+        );
         tokio::time::sleep(Duration::from_millis(1500)).await;
         // Past the shared leases' end: only the local shares run now.
         upstream
@@ -596,18 +603,10 @@ fn redis_stopped_mid_load_runs_on_local_shares_then_back_to_exactly_five() {
         // Down for 5 seconds in all.
         tokio::time::sleep(Duration::from_secs(5).saturating_sub(stopped.elapsed())).await;
         redis.resume();
-        let mut ok = 0;
-        for _ in 0..80 {
-            ok = 0;
-            for url in &health_urls {
-                ok += usize::from(health(url).await["cluster"] == "ok");
-            }
-            if ok == 3 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert_eq!(ok, 3, "every instance is back on the shared pool");
+        assert!(
+            all_say(&health_urls, "ok").await,
+            "every instance is back on the shared pool"
+        );
         for (question, outcome) in running.await.expect("load") {
             // An answer that was running on a shared lease when Redis went away ends with an
             // explicit error; every other one completes.

@@ -8,12 +8,7 @@ local base, slot = ARGV[5], ARGV[6]
 local max_open, per_second, burst = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local open_key, rate_key = base .. ':open', base .. ':rate'
 if max_open > 0 then
-  local all = redis.call('HGETALL', open_key)
-  for i = 1, #all, 2 do
-    if not alive(all[i + 1]) then
-      redis.call('HDEL', open_key, all[i])
-    end
-  end
+  reap(open_key)
   if redis.call('HLEN', open_key) >= max_open then
     return {'concurrency', 0}
   end

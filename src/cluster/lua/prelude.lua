@@ -46,14 +46,19 @@ local function generation()
   return gen, redis.call('EXISTS', P .. 'settle') == 1
 end
 
--- Takes back the permits of instances that stopped renewing (crashed).
-local function reap_leases()
-  local all = redis.call('HGETALL', leases)
+-- Drops the entries of a hash (id -> instance) whose instance stopped renewing (crashed).
+local function reap(hash)
+  local all = redis.call('HGETALL', hash)
   for i = 1, #all, 2 do
     if not alive(all[i + 1]) then
-      redis.call('HDEL', leases, all[i])
+      redis.call('HDEL', hash, all[i])
     end
   end
+end
+
+-- Takes back the permits of instances that stopped renewing.
+local function reap_leases()
+  reap(leases)
 end
 
 -- Drops tickets of instances that are gone from the head of the queue, so it never waits
