@@ -310,6 +310,26 @@ mod tests {
                 "[cors]\nallowed_origins = [\"*\", \"https://a.example\"]\n",
                 "cors.allowed_origins",
             ),
+            (
+                "[cluster]\nredis_url = \"http://127.0.0.1:6379\"\n",
+                "cluster.redis_url",
+            ),
+            (
+                "[cluster]\nredis_url = \"redis://127.0.0.1\"\nlease_ms = 1500\n",
+                "cluster.lease_ms",
+            ),
+            (
+                "[cluster]\nredis_url = \"redis://127.0.0.1\"\nname = \"a b\"\n",
+                "cluster.name",
+            ),
+            (
+                "[cluster]\nredis_url = \"redis://127.0.0.1\"\nlocal_share = 9\n",
+                "cluster.local_share",
+            ),
+            (
+                "[cluster]\nredis_url = \"redis://127.0.0.1\"\non_redis_down = \"maybe\"\n",
+                "cluster.on_redis_down",
+            ),
         ];
         for (text, key) in cases {
             let file = write(dir.path(), "bad.toml", text);

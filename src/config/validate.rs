@@ -249,10 +249,10 @@ impl Config {
                 "1 to 64 letters, digits, `-`, `_` or `.`",
             ));
         }
-        if cluster.lease_ms < 1_000 {
+        if cluster.lease_ms < 2_000 {
             return Err(key_error(
                 "cluster.lease_ms",
-                "must be at least 1000 (a lease is renewed every quarter of it)",
+                "must be at least 2000 (a lease is renewed every quarter of it, and ended at half of it)",
             ));
         }
         if cluster.on_redis_down == OnRedisDown::Local
