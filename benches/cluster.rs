@@ -147,6 +147,42 @@ impl Setup {
         }
     }
 
+    /// The two setups compared, each warmed: three instances sharing a pool through `redis`,
+    /// and one instance with its own pool.
+    async fn pair(
+        dir: &std::path::Path,
+        redis: &str,
+        permits: usize,
+        first_chunk: Duration,
+        gap: Duration,
+    ) -> [Self; 2] {
+        let shared = Self::start(
+            "3 instances, shared pool",
+            dir,
+            permits,
+            3,
+            Some(redis),
+            first_chunk,
+            gap,
+        )
+        .await;
+        let local = Self::start(
+            "1 instance, local pool",
+            dir,
+            permits,
+            1,
+            None,
+            first_chunk,
+            gap,
+        )
+        .await;
+        // Warm the connections.
+        for setup in [&shared, &local] {
+            drive(&setup.urls(), 20, 10).await;
+        }
+        [shared, local]
+    }
+
     fn urls(&self) -> Vec<String> {
         self.proxies
             .iter()
@@ -264,30 +300,7 @@ async fn run() {
         first_chunk.as_millis(),
         gap.as_millis()
     );
-    let shared = Setup::start(
-        "3 instances, shared pool",
-        dir.path(),
-        5,
-        3,
-        Some(&redis),
-        first_chunk,
-        gap,
-    )
-    .await;
-    let local = Setup::start(
-        "1 instance, local pool",
-        dir.path(),
-        5,
-        1,
-        None,
-        first_chunk,
-        gap,
-    )
-    .await;
-    // Warm the connections.
-    for setup in [&shared, &local] {
-        drive(&setup.urls(), 20, 10).await;
-    }
+    let [shared, local] = Setup::pair(dir.path(), &redis, 5, first_chunk, gap).await;
     let mut best = [0.0f64; 2];
     let mut calls_per_request = 0.0;
     let mut commands_per_request = 0.0;
@@ -328,29 +341,7 @@ async fn run() {
 
     println!("hand-over with 1 permit: {HANDOVER_REQUESTS} requests queued at once");
     let short = Duration::from_millis(2);
-    let shared = Setup::start(
-        "3 instances, shared pool",
-        dir.path(),
-        1,
-        3,
-        Some(&redis),
-        short,
-        short,
-    )
-    .await;
-    let local = Setup::start(
-        "1 instance, local pool",
-        dir.path(),
-        1,
-        1,
-        None,
-        short,
-        short,
-    )
-    .await;
-    for setup in [&shared, &local] {
-        drive(&setup.urls(), 10, 3).await;
-    }
+    let [shared, local] = Setup::pair(dir.path(), &redis, 1, short, short).await;
     let mut gaps: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     for _ in 0..ROUNDS {
         for (i, setup) in [&shared, &local].into_iter().enumerate() {

@@ -74,8 +74,8 @@ pub struct Waiter {
     position: usize,
     counted: bool,
     /// Its place in the semaphore's own queue, taken when it entered: the order of service is
-    /// the order of entry, not the order in which the waiting tasks first run.
-    acquire: Acquire,
+    /// the order of entry, not the order in which the waiting tasks first run. Taken by `wait`.
+    acquire: Option<Acquire>,
 }
 
 type Acquiring = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
@@ -145,7 +145,7 @@ impl PermitQueue {
             queue: self.clone(),
             position,
             counted: true,
-            acquire,
+            acquire: Some(acquire),
         }))
     }
 
@@ -187,11 +187,7 @@ impl Waiter {
     /// Waits for this request's turn; fails with [`QueueError::Timeout`] past the queue timeout.
     pub async fn wait(mut self) -> Result<UpstreamPermit, QueueError> {
         let started = Instant::now();
-        let granted = std::mem::replace(
-            &mut self.acquire,
-            Acquire::Waiting(Box::pin(std::future::pending())),
-        );
-        let outcome = match granted {
+        let outcome = match self.acquire.take().expect("a waiter waits once") {
             Acquire::Granted(permit) => Ok(Ok(permit)),
             Acquire::Waiting(acquiring) => {
                 tokio::time::timeout(self.queue.inner.timeout, acquiring).await

@@ -112,6 +112,19 @@ impl Instance {
         }
     }
 
+    /// `count` instances of one pool.
+    fn start_many(
+        count: usize,
+        upstream: &Upstream,
+        redis_url: &str,
+        name: &str,
+        extra: &str,
+    ) -> Vec<Self> {
+        (0..count)
+            .map(|_| Self::start(upstream, redis_url, name, extra))
+            .collect()
+    }
+
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
@@ -254,9 +267,7 @@ fn three_instances_never_pass_five_upstream_requests_and_never_mix_answers() {
         ..MockKnobs::default()
     });
     let name = pool_name("cap");
-    let instances: Vec<Instance> = (0..3)
-        .map(|_| Instance::start(&upstream, &redis, &name, &limits(5, 2000)))
-        .collect();
+    let instances = Instance::start_many(3, &upstream, &redis, &name, &limits(5, 2000));
     // Both front doors, on every instance.
     let urls: Vec<String> = instances
         .iter()
@@ -301,9 +312,7 @@ fn requests_are_served_in_order_of_arrival_whichever_instance_they_reach() {
         ..MockKnobs::default()
     });
     let name = pool_name("order");
-    let instances: Vec<Instance> = (0..3)
-        .map(|_| Instance::start(&upstream, &redis, &name, &limits(1, 2000)))
-        .collect();
+    let instances = Instance::start_many(3, &upstream, &redis, &name, &limits(1, 2000));
     let urls = answer_urls(&instances);
     let questions: Vec<String> = (0..12).map(|i| format!("order-{i:02}")).collect();
     let positions = upstream.runtime.block_on(async {
@@ -380,9 +389,7 @@ fn a_killed_instance_gives_its_permits_back_within_a_lease() {
     });
     let name = pool_name("kill");
     let lease_ms = 2000;
-    let mut instances: Vec<Instance> = (0..3)
-        .map(|_| Instance::start(&upstream, &redis, &name, &limits(5, lease_ms)))
-        .collect();
+    let mut instances = Instance::start_many(3, &upstream, &redis, &name, &limits(5, lease_ms));
     let survivors = vec![instances[0].url("/answer"), instances[1].url("/answer")];
     let victim = instances[2].url("/answer");
     let leases = pool_key(&name, "leases");
@@ -571,9 +578,7 @@ fn redis_stopped_mid_load_runs_on_local_shares_then_back_to_exactly_five() {
         "on_redis_down = \"local\"\nlocal_share = 1\n{}",
         limits(5, 2000)
     );
-    let instances: Vec<Instance> = (0..3)
-        .map(|_| Instance::start(&upstream, &redis.url(), &name, &config))
-        .collect();
+    let instances = Instance::start_many(3, &upstream, &redis.url(), &name, &config);
     let urls = answer_urls(&instances);
     let health_urls: Vec<String> = instances.iter().map(|i| i.url("/health")).collect();
     let statuses = Arc::new(AtomicUsize::new(0));

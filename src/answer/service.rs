@@ -111,6 +111,7 @@ impl AnswerService {
     ) -> Result<AnswerEvents, AdmissionError> {
         let admitted = self
             .admit(request.model.as_deref(), caller, received)
+            .instrument(tracing::debug_span!("admission"))
             .await?;
         Ok(self.spawn(request_id, request, admitted))
     }
@@ -121,7 +122,6 @@ impl AnswerService {
         caller: Caller,
         received: Instant,
     ) -> Result<Admitted, AdmissionError> {
-        let span = tracing::debug_span!("admission");
         if self.lifecycle.is_draining() {
             return Err(AdmissionError::ShuttingDown);
         }
@@ -138,7 +138,7 @@ impl AnswerService {
             .admit(&caller.limit_key())
             .await
             .inspect_err(|refusal| self.ctx.metrics.limited(refusal.limit()))?;
-        let entry = self.ctx.permits.enter().instrument(span).await?;
+        let entry = self.ctx.permits.enter().await?;
         Ok(Admitted {
             caller,
             model,

@@ -200,7 +200,7 @@ impl SharedPool {
     pub async fn enter(&self) -> Result<SharedEntry, QueueError> {
         let inner = &self.inner;
         if !inner.health.is_up() {
-            return inner.enter_local().map(|entry| inner.local_entry(entry));
+            return inner.enter_degraded();
         }
         let ticket = uuid::Uuid::new_v4().simple().to_string();
         // If this future is dropped mid-call (the client left), what the call took goes back.
@@ -246,7 +246,7 @@ impl SharedPool {
                 inner.health.down(&err);
                 // The call may have run: whatever it took goes back once Redis answers.
                 let _ = inner.give_back.send(Returned::Pool(ticket));
-                inner.enter_local().map(|entry| inner.local_entry(entry))
+                inner.enter_degraded()
             }
         }
     }
@@ -340,8 +340,9 @@ impl Inner {
         self.local.enter()
     }
 
-    fn local_entry(self: &Arc<Self>, entry: permit_queue::Entry) -> SharedEntry {
-        match entry {
+    /// A local-share permit or place, while Redis is away.
+    fn enter_degraded(self: &Arc<Self>) -> Result<SharedEntry, QueueError> {
+        Ok(match self.enter_local()? {
             permit_queue::Entry::Ready(permit) => SharedEntry::Ready(self.local_permit(permit)),
             permit_queue::Entry::Queued(waiter) => SharedEntry::Queued(SharedWaiter {
                 position: waiter.position(),
@@ -350,6 +351,14 @@ impl Inner {
                     waiter,
                 }),
             }),
+        })
+    }
+
+    /// Leaves the shared queue, unless the dispatcher already took the ticket out.
+    fn leave(&self, seq: u64) {
+        let waiting = self.waiters.lock().expect("waiters lock").remove(&seq);
+        if let Some(waiting) = waiting {
+            let _ = self.give_back.send(Returned::Pool(waiting.ticket));
         }
     }
 
@@ -585,19 +594,19 @@ impl SharedWaiter {
                     seq,
                 };
                 let deadline = started + pool.timeout;
-                let outcome = tokio::select! {
+                let redis_went_down = tokio::select! {
                     granted = &mut grant => {
                         return granted.unwrap_or(Err(QueueError::Unavailable));
                     }
-                    () = tokio::time::sleep_until(deadline) => None,
-                    () = pool.health.went_down() => Some(()),
+                    () = tokio::time::sleep_until(deadline) => false,
+                    () = pool.health.went_down() => true,
                 };
                 drop(leave);
                 // A grant that came at the last moment still counts.
                 if let Ok(granted) = grant.try_recv() {
                     return granted;
                 }
-                if outcome.is_none() {
+                if !redis_went_down {
                     return Err(QueueError::Timeout {
                         waited: started.elapsed(),
                     });
@@ -620,7 +629,7 @@ impl SharedWaiter {
     }
 }
 
-/// Leaves the shared queue when dropped, unless the dispatcher already took the ticket out.
+/// Leaves the shared queue when dropped (the waiting future was dropped, or is done).
 struct Leave {
     pool: Arc<Inner>,
     seq: u64,
@@ -628,25 +637,14 @@ struct Leave {
 
 impl Drop for Leave {
     fn drop(&mut self) {
-        let waiting = self
-            .pool
-            .waiters
-            .lock()
-            .expect("waiters lock")
-            .remove(&self.seq);
-        if let Some(waiting) = waiting {
-            let _ = self.pool.give_back.send(Returned::Pool(waiting.ticket));
-        }
+        self.pool.leave(self.seq);
     }
 }
 
 impl Drop for SharedWaiter {
     fn drop(&mut self) {
         if let Some(WaitIn::Shared { pool, seq, .. }) = &self.wait {
-            drop(Leave {
-                pool: pool.clone(),
-                seq: *seq,
-            });
+            pool.leave(*seq);
         }
     }
 }

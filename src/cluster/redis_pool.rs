@@ -46,6 +46,8 @@ pub struct PoolRedis {
     connection: ConnectionManager,
     /// `chat-proxy:{NAME}:pool:` — the braces keep every key in one cluster slot.
     prefix: String,
+    /// `chat-proxy:{NAME}:client:`, where the per-client counts live.
+    client_prefix: String,
     /// This process's id among the instances.
     instance: String,
     lease_ms: u64,
@@ -89,6 +91,7 @@ impl PoolRedis {
         Ok(Self {
             connection,
             prefix: format!("chat-proxy:{{{name}}}:pool:"),
+            client_prefix: format!("chat-proxy:{{{name}}}:client:"),
             instance,
             lease_ms,
             call_timeout,
@@ -168,8 +171,7 @@ impl PoolRedis {
 
     /// Where a client's counts live.
     pub fn client_base(&self, client: &str) -> String {
-        let pool = self.prefix.strip_suffix("pool:").unwrap_or(&self.prefix);
-        format!("{pool}client:{client}")
+        format!("{}{client}", self.client_prefix)
     }
 
     /// Counts a new answer of the client at `base` under `slot`, or says which limit refuses
