@@ -26,8 +26,10 @@ const CHUNKS: usize = 20;
 /// The CPU phase: warm-up requests, rounds, requests per round (the median round is reported)
 /// and the mock's milliseconds between chunks. `CHAT_PROXY_BENCH_CPU="WARMUP ROUNDS REQUESTS"`
 /// sets other counts, e.g. small ones for a run under `valgrind --tool=callgrind`; a fourth
-/// number paces the chunks as a real model does.
-const CPU_COUNTS: [usize; 4] = [1_000, 5, 10_000, 0];
+/// number paces the chunks as a real model does, and a fifth sets how many requests run at a
+/// time (50). Paced chunks under callgrind need few at a time (5): the slowed proxy must keep
+/// up with the pace, or the chunks pile up and it sees bursts instead.
+const CPU_COUNTS: [usize; 5] = [1_000, 5, 10_000, 0, 50];
 
 fn main() {
     support::run(run());
@@ -182,10 +184,10 @@ async fn ttft_table(
 }
 
 async fn cpu_phase(client: &reqwest::Client, dir: &Path) {
-    let [warmup, rounds, requests, token_delay_ms] = cpu_counts();
+    let [warmup, rounds, requests, token_delay_ms, at_once] = cpu_counts();
     println!(
-        "## CPU time per streamed request ({CHUNKS} chunks, {token_delay_ms} ms apart, 50 at a \
-         time; {warmup} to warm up, {rounds} rounds of {requests}, median)"
+        "## CPU time per streamed request ({CHUNKS} chunks, {token_delay_ms} ms apart, {at_once} \
+         at a time; {warmup} to warm up, {rounds} rounds of {requests}, median)"
     );
     for (extra, label) in [
         ("", "HTTP/1.1"),
@@ -198,12 +200,12 @@ async fn cpu_phase(client: &reqwest::Client, dir: &Path) {
             Ok("openai") => Target::OpenAi(proxy.addr.clone()),
             _ => Target::Proxy(proxy.addr.clone()),
         };
-        run_many(client, &target, warmup, 50).await;
+        run_many(client, &target, warmup, at_once).await;
         // Each round's (total, user, system) µs per request.
         let mut per_request = Vec::new();
         for _ in 0..rounds {
             let (user_before, system_before) = proxy.cpu_seconds();
-            run_many(client, &target, requests, 50).await;
+            run_many(client, &target, requests, at_once).await;
             let (user_after, system_after) = proxy.cpu_seconds();
             let us = |seconds: f64| seconds / requests as f64 * 1e6;
             let (user, system) = (
@@ -229,7 +231,7 @@ async fn cpu_phase(client: &reqwest::Client, dir: &Path) {
 }
 
 /// The CPU phase's counts: `CHAT_PROXY_BENCH_CPU` if set, else `CPU_COUNTS`.
-fn cpu_counts() -> [usize; 4] {
+fn cpu_counts() -> [usize; 5] {
     let Ok(text) = std::env::var("CHAT_PROXY_BENCH_CPU") else {
         return CPU_COUNTS;
     };
@@ -237,17 +239,20 @@ fn cpu_counts() -> [usize; 4] {
         .split_whitespace()
         .map(|n| n.parse().expect("CHAT_PROXY_BENCH_CPU: whole numbers"))
         .collect();
-    // No fourth number: unpaced chunks.
+    // No fourth number: unpaced chunks; no fifth: 50 at a time.
     if counts.len() == 3 {
         counts.push(0);
     }
+    if counts.len() == 4 {
+        counts.push(50);
+    }
     match counts[..] {
-        [warmup, rounds, requests, delay] if rounds > 0 && requests > 0 => {
-            [warmup, rounds, requests, delay]
+        [warmup, rounds, requests, delay, at_once] if rounds > 0 && requests > 0 && at_once > 0 => {
+            [warmup, rounds, requests, delay, at_once]
         }
         _ => panic!(
-            "CHAT_PROXY_BENCH_CPU: WARMUP ROUNDS REQUESTS [TOKEN_DELAY_MS], rounds and \
-             requests above 0"
+            "CHAT_PROXY_BENCH_CPU: WARMUP ROUNDS REQUESTS [TOKEN_DELAY_MS [AT_ONCE]], rounds, \
+             requests and at-once above 0"
         ),
     }
 }
@@ -371,7 +376,7 @@ enum Target {
 async fn openai_phase(client: &reqwest::Client, dir: &Path) {
     const STREAMS: usize = 100;
     const TTFT_ROUNDS: usize = 20;
-    let [_, cpu_rounds, cpu_requests, _] = cpu_counts();
+    let [_, cpu_rounds, cpu_requests, _, _] = cpu_counts();
     println!(
         "## /v1/chat/completions beside /answer ({CHUNKS}-chunk answers; TTFT: {STREAMS} streams \
          at once, {TTFT_ROUNDS} rounds, chunks 5 ms apart; CPU: {cpu_rounds} rounds of \

@@ -7,9 +7,13 @@
 //! front of it, each as its own process: nginx from Debian (one worker, `proxy_buffering off`,
 //! keep-alive to the mock) and the release proxy (its permit limit lifted, so nothing queues).
 //! Each round sends 1,000 requests, 100 at a time, to each target in turn: direct to the mock,
-//! nginx, `/answer` and `/v1/chat/completions`. Two rounds; the better of the two is reported.
+//! nginx, `/answer` and `/v1/chat/completions`. Three rounds; the best of them is reported.
 //! The CPU is the relaying process's own (the proxy, or nginx's worker), from /proc. The memory
 //! per open stream is the RSS slope of the relaying process from 500 to 2,000 open streams.
+//!
+//! `CHAT_PROXY_BENCH_BEFORE=PATH` adds an earlier build of the binary as one more target
+//! (`/answer`), in the same run and the same rounds: a before and after that the machine's
+//! noise does not enter.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -32,7 +36,7 @@ use support::percentile;
 
 const REQUESTS: usize = 1_000;
 const CONCURRENCY: usize = 100;
-const ROUNDS: usize = 2;
+const ROUNDS: usize = 3;
 
 fn main() {
     support::run(run());
@@ -45,10 +49,19 @@ enum Target {
     Nginx,
     Answer,
     OpenAi,
+    /// `/answer` of the build named by `CHAT_PROXY_BENCH_BEFORE`.
+    BeforeAnswer,
 }
 
 impl Target {
-    const ALL: [Self; 4] = [Self::Direct, Self::Nginx, Self::Answer, Self::OpenAi];
+    /// The targets of this run: the earlier build's only when it is given.
+    fn all() -> Vec<Self> {
+        let mut all = vec![Self::Direct, Self::Nginx, Self::Answer, Self::OpenAi];
+        if before_binary().is_some() {
+            all.push(Self::BeforeAnswer);
+        }
+        all
+    }
 
     fn name(self) -> &'static str {
         match self {
@@ -56,15 +69,22 @@ impl Target {
             Self::Nginx => "nginx",
             Self::Answer => "chat-proxy /answer",
             Self::OpenAi => "chat-proxy /v1/chat/completions",
+            Self::BeforeAnswer => "earlier build, /answer",
         }
     }
 }
 
-/// The addresses of one setup: the mock, nginx and the proxy in front of it.
+/// The earlier build to measure beside this one, if any.
+fn before_binary() -> Option<PathBuf> {
+    std::env::var_os("CHAT_PROXY_BENCH_BEFORE").map(PathBuf::from)
+}
+
+/// The addresses of one setup: the mock, nginx and the proxies in front of it.
 struct Setup {
     mock: MockUpstream,
     nginx: Nginx,
     proxy: Proxy,
+    before: Option<Proxy>,
 }
 
 impl Setup {
@@ -74,7 +94,20 @@ impl Setup {
             .expect("mock");
         let nginx = Nginx::start(dir, &mock.base_url());
         let proxy = Proxy::start(dir, &mock.base_url(), 100_000);
-        Self { mock, nginx, proxy }
+        let before = before_binary()
+            .map(|binary| Proxy::start_binary(&binary, dir, &mock.base_url(), 100_000, "", ""));
+        Self {
+            mock,
+            nginx,
+            proxy,
+            before,
+        }
+    }
+
+    fn before(&self) -> &Proxy {
+        self.before
+            .as_ref()
+            .expect("the earlier build runs when it is a target")
     }
 
     fn url(&self, target: Target) -> String {
@@ -83,24 +116,24 @@ impl Setup {
             Target::Nginx => format!("http://{}/v1/chat/completions", self.nginx.addr),
             Target::Answer => format!("http://{}/answer", self.proxy.addr),
             Target::OpenAi => format!("http://{}/v1/chat/completions", self.proxy.addr),
+            Target::BeforeAnswer => format!("http://{}/answer", self.before().addr),
         }
     }
 
-    /// CPU seconds so far of the process relaying `target` (none for direct).
-    fn cpu(&self, target: Target) -> f64 {
+    /// User and system CPU seconds so far of the process relaying `target` (none for direct).
+    fn cpu(&self, target: Target) -> (f64, f64) {
         match target {
-            Target::Direct => 0.0,
-            Target::Nginx => self.nginx.worker_cpu_seconds(),
-            Target::Answer | Target::OpenAi => {
-                let (user, system) = self.proxy.cpu_seconds();
-                user + system
-            }
+            Target::Direct => (0.0, 0.0),
+            Target::Nginx => support::cpu_seconds(self.nginx.worker()),
+            Target::Answer | Target::OpenAi => self.proxy.cpu_seconds(),
+            Target::BeforeAnswer => self.before().cpu_seconds(),
         }
     }
 
     fn rss_kib(&self, target: Target) -> u64 {
         match target {
             Target::Nginx => self.nginx.worker_rss_kib(),
+            Target::BeforeAnswer => self.before().rss_kib(),
             _ => self.proxy.rss_kib(),
         }
     }
@@ -109,11 +142,38 @@ impl Setup {
 /// The body each target gets: the same question, streamed, with usage, as the proxy sends it.
 fn body(target: Target) -> serde_json::Value {
     match target {
-        Target::Answer => json!({"user_input": "bench"}),
+        Target::Answer | Target::BeforeAnswer => json!({"user_input": "bench"}),
         _ => json!({
             "model": "bench", "stream": true, "stream_options": {"include_usage": true},
             "messages": [{"role": "user", "content": "bench"}],
         }),
+    }
+}
+
+/// The best figures of a target over the rounds: the round with the least CPU, and the
+/// lowest p50 and p99.
+#[derive(Clone, Copy)]
+struct Best {
+    user: f64,
+    system: f64,
+    p50: f64,
+    p99: f64,
+}
+
+impl Default for Best {
+    fn default() -> Self {
+        Self {
+            user: f64::MAX / 4.0,
+            system: f64::MAX / 4.0,
+            p50: f64::MAX,
+            p99: f64::MAX,
+        }
+    }
+}
+
+impl Best {
+    fn cpu(self) -> f64 {
+        self.user + self.system
     }
 }
 
@@ -148,8 +208,9 @@ async fn one(client: &reqwest::Client, url: &str, target: Target) -> Duration {
     first.expect("an answer came")
 }
 
-/// One round against `target`: ttft samples in ms, and the relaying process's CPU per request.
-async fn round(client: &reqwest::Client, setup: &Setup, target: Target) -> (Vec<f64>, f64) {
+/// One round against `target`: ttft samples in ms, and the relaying process's user and system
+/// CPU seconds per request.
+async fn round(client: &reqwest::Client, setup: &Setup, target: Target) -> (Vec<f64>, (f64, f64)) {
     let url = setup.url(target);
     let cpu_before = setup.cpu(target);
     let samples: Vec<f64> = futures::stream::iter(0..REQUESTS)
@@ -160,7 +221,12 @@ async fn round(client: &reqwest::Client, setup: &Setup, target: Target) -> (Vec<
         .await;
     // The proxy's log writer finishes its rows after the answers: let it, so they count.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let cpu = (setup.cpu(target) - cpu_before) / REQUESTS as f64;
+    let cpu_after = setup.cpu(target);
+    let per_request = |before: f64, after: f64| (after - before) / REQUESTS as f64;
+    let cpu = (
+        per_request(cpu_before.0, cpu_after.0),
+        per_request(cpu_before.1, cpu_after.1),
+    );
     (samples, cpu)
 }
 
@@ -180,54 +246,74 @@ async fn run() {
         },
     )
     .await;
+    let targets = Target::all();
     // Warm every path (connections, caches) before measuring.
-    for target in Target::ALL {
+    for &target in &targets {
         let url = setup.url(target);
         for _ in 0..3 {
             futures::future::join_all((0..CONCURRENCY).map(|_| one(&client, &url, target))).await;
         }
     }
-    let mut best: Vec<(f64, f64, f64)> = vec![(f64::MAX, f64::MAX, f64::MAX); Target::ALL.len()];
+    let mut best = vec![Best::default(); targets.len()];
     for _ in 0..ROUNDS {
-        for (i, target) in Target::ALL.into_iter().enumerate() {
-            let (mut samples, cpu) = round(&client, &setup, target).await;
-            let p50 = percentile(&mut samples, 50.0);
-            let p99 = percentile(&mut samples, 99.0);
-            best[i] = (best[i].0.min(cpu), best[i].1.min(p50), best[i].2.min(p99));
+        for (i, &target) in targets.iter().enumerate() {
+            let (mut samples, (user, system)) = round(&client, &setup, target).await;
+            let b = &mut best[i];
+            if user + system < b.user + b.system {
+                (b.user, b.system) = (user, system);
+            }
+            b.p50 = b.p50.min(percentile(&mut samples, 50.0));
+            b.p99 = b.p99.min(percentile(&mut samples, 99.0));
         }
     }
     println!(
-        "## {REQUESTS} requests, {CONCURRENCY} at a time; mock ttft 100 ms, 20 chunks 10 ms apart; better of {ROUNDS} interleaved rounds"
+        "## {REQUESTS} requests, {CONCURRENCY} at a time; mock ttft 100 ms, 20 chunks 10 ms apart; best of {ROUNDS} interleaved rounds"
     );
-    println!("| target | CPU per request | ttft p50 | ttft p99 | added p99 over direct |");
-    println!("|---|---:|---:|---:|---:|");
-    let direct_p99 = best[0].2;
-    for (i, target) in Target::ALL.into_iter().enumerate() {
-        let (cpu, p50, p99) = best[i];
-        let cpu = if target == Target::Direct {
-            "-".to_owned()
+    println!(
+        "| target | CPU per request | of it user + system | ttft p50 | ttft p99 | added p99 over direct |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    let direct_p99 = best[0].p99;
+    for (i, &target) in targets.iter().enumerate() {
+        let b = best[i];
+        let (cpu, split) = if target == Target::Direct {
+            ("-".to_owned(), "-".to_owned())
         } else {
-            format!("{:.3} ms", cpu * 1e3)
+            (
+                format!("{:.3} ms", b.cpu() * 1e3),
+                format!("{:.3} + {:.3} ms", b.user * 1e3, b.system * 1e3),
+            )
         };
         println!(
-            "| {} | {cpu} | {p50:.1} ms | {p99:.1} ms | {:+.1} ms |",
+            "| {} | {cpu} | {split} | {:.1} ms | {:.1} ms | {:+.1} ms |",
             target.name(),
-            p99 - direct_p99
+            b.p50,
+            b.p99,
+            b.p99 - direct_p99
         );
     }
     let nginx = best[1];
+    let added = |b: Best| (b.p99 - direct_p99).max(0.0);
     println!();
     println!("| ratio to nginx | CPU per request | added ttft p99 |");
     println!("|---|---:|---:|");
-    for i in [2, 3] {
-        let added = |b: (f64, f64, f64)| (b.2 - direct_p99).max(0.0);
+    for (i, &target) in targets.iter().enumerate().skip(2) {
         println!(
             "| {} | {:.2}x | {:.2}x (+{:.1} ms vs +{:.1} ms) |",
-            Target::ALL[i].name(),
-            best[i].0 / nginx.0,
+            target.name(),
+            best[i].cpu() / nginx.cpu(),
             added(best[i]) / added(nginx).max(0.1),
             added(best[i]),
             added(nginx)
+        );
+    }
+    if let Some(before) = targets.iter().position(|&t| t == Target::BeforeAnswer) {
+        let (now, then) = (best[2], best[before]);
+        println!(
+            "\n/answer, this build against the earlier one: CPU {:.2}x, added ttft p99 {:+.1} ms against {:+.1} ms",
+            now.cpu() / then.cpu(),
+            added(now),
+            added(then)
         );
     }
     println!();
@@ -242,7 +328,11 @@ async fn memory_per_stream(client: &reqwest::Client, dir: &Path) {
     println!("| target | RSS at 500 | RSS at 2,000 | per open stream |");
     println!("|---|---:|---:|---:|");
     let mut slopes = Vec::new();
-    for target in [Target::Nginx, Target::Answer] {
+    let targets = Target::all();
+    for &target in targets
+        .iter()
+        .filter(|&&t| t != Target::Direct && t != Target::OpenAi)
+    {
         let setup = Setup::start(
             dir,
             MockKnobs {
@@ -277,6 +367,12 @@ async fn memory_per_stream(client: &reqwest::Client, dir: &Path) {
         "\nratio /answer to nginx: {:.2}x",
         slopes[1] / slopes[0].max(0.01)
     );
+    if let Some(before) = slopes.get(2) {
+        println!(
+            "ratio /answer to the earlier build: {:.2}x",
+            slopes[1] / before.max(0.01)
+        );
+    }
 }
 
 /// Opens a stream and reads its first chunk; the response is held open until dropped.
@@ -362,11 +458,6 @@ impl Nginx {
             .next()
             .and_then(|p| p.parse().ok())
             .expect("an nginx worker")
-    }
-
-    fn worker_cpu_seconds(&self) -> f64 {
-        let (user, system) = support::cpu_seconds(self.worker());
-        user + system
     }
 
     fn worker_rss_kib(&self) -> u64 {

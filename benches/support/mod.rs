@@ -4,22 +4,35 @@
 
 use std::future::Future;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 /// Starts `chat-proxy --config CONFIG` (quiet but for start-up) and returns it with the address
 /// from its `listening on ADDR` line. `CHAT_PROXY_BENCH_WRAP="valgrind --tool=massif"` runs it
 /// under a profiler.
 pub fn start_proxy(config: &Path) -> (Child, String) {
+    start_proxy_binary(&proxy_binary(), config)
+}
+
+/// The binary benchmarks run: this build's, or `CHAT_PROXY_BENCH_BINARY` (an earlier build,
+/// measured by the same program).
+pub fn proxy_binary() -> PathBuf {
+    std::env::var_os("CHAT_PROXY_BENCH_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_chat-proxy")))
+}
+
+/// [`start_proxy`] with another build of the binary: an earlier one, measured in the same run.
+pub fn start_proxy_binary(binary: &Path, config: &Path) -> (Child, String) {
     let wrap = std::env::var("CHAT_PROXY_BENCH_WRAP").unwrap_or_default();
     let mut words = wrap.split_whitespace();
     let mut command = match words.next() {
         Some(program) => {
             let mut command = Command::new(program);
-            command.args(words).arg(env!("CARGO_BIN_EXE_chat-proxy"));
+            command.args(words).arg(binary);
             command
         }
-        None => Command::new(env!("CARGO_BIN_EXE_chat-proxy")),
+        None => Command::new(binary),
     };
     let mut child = command
         .arg("--config")

@@ -29,6 +29,20 @@ impl Proxy {
         extra: &str,
         limits: &str,
     ) -> Self {
+        let binary = crate::support::proxy_binary();
+        Self::start_binary(&binary, dir, base_url, permits, extra, limits)
+    }
+
+    /// [`Self::start_full`] with another build of the binary (an earlier one, for a before and
+    /// after in one run).
+    pub fn start_binary(
+        binary: &Path,
+        dir: &Path,
+        base_url: &str,
+        permits: usize,
+        extra: &str,
+        limits: &str,
+    ) -> Self {
         let tag = uuid::Uuid::new_v4().simple().to_string();
         let config = dir.join(format!("bench-{tag}.toml"));
         std::fs::write(
@@ -45,7 +59,7 @@ impl Proxy {
             ),
         )
         .expect("write config");
-        let (child, addr) = crate::support::start_proxy(&config);
+        let (child, addr) = crate::support::start_proxy_binary(binary, &config);
         Self { child, addr }
     }
 

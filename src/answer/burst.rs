@@ -8,15 +8,21 @@
 //!
 //! An exchange therefore holds the deltas of a burst in a [`Burst`]. After each chunk, the next
 //! one gets one turn of the scheduler to arrive (the connection task that decodes it runs in
-//! that turn); if it has not, the burst is over and its deltas go to the client together. A
-//! paced answer (a token every few milliseconds) pays one scheduler turn per delta, microseconds,
-//! and nothing waits for company: the first text of an answer is never held at all.
+//! that turn); if it has not, the burst is over and its deltas go to the client together.
+//! Nothing waits for company: the first text of an answer is never held at all, and neither is
+//! a delta that came after the upstream was quiet for [`PACED_GAP`] or more (a paced answer,
+//! a token every few milliseconds): it goes out at once, without the scheduler turn, which
+//! would cost the exchange a second poll per chunk for nothing.
 
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::task::Poll;
 
 use super::AnswerEvent;
+
+/// A chunk that came after the upstream was quiet this long starts no burst: the chunks of a
+/// burst come microseconds apart, a paced answer's milliseconds.
+pub const PACED_GAP: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Deltas held in one burst at most.
 const MAX_BURST: usize = 32;

@@ -14,6 +14,7 @@ mod outbox;
 pub mod request;
 pub mod service;
 pub mod tools;
+mod woken;
 
 pub use backlog::{AnswerEvents, BacklogLimits, BufferBudget};
 pub use error::{AdmissionError, ExchangeError, RequestError};

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::backlog::{AnswerEvents, Backlog, BufferBudget, weight};
 use super::events::AnswerEvent;
+use super::woken::WhenWoken;
 
 /// Why an exchange stopped before its end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,21 +59,24 @@ impl Outbox {
     }
 
     /// Resolves with the first reason the exchange must stop, checked in the order of the
-    /// variants: the client leaving, not keeping up, the deadline, shutdown.
-    pub(super) async fn interruption(&self) -> Interrupt {
+    /// variants: the client leaving, not keeping up, the deadline, shutdown. Polled only when
+    /// one of them woke it (see [`WhenWoken`]), not each time the exchange's task runs.
+    pub(super) fn interruption(&self) -> WhenWoken<impl Future<Output = Interrupt> + '_> {
         let deadline = async {
             match self.deadline {
                 Some(deadline) => tokio::time::sleep_until(deadline).await,
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
-            biased;
-            () = self.tx.closed() => Interrupt::ClientGone,
-            () = self.backlog.stalled() => Interrupt::ClientTooSlow,
-            () = deadline => Interrupt::OutOfTime,
-            () = self.stop_streams.cancelled() => Interrupt::Shutdown,
-        }
+        WhenWoken::new(async move {
+            tokio::select! {
+                biased;
+                () = self.tx.closed() => Interrupt::ClientGone,
+                () = self.backlog.stalled() => Interrupt::ClientTooSlow,
+                () = deadline => Interrupt::OutOfTime,
+                () = self.stop_streams.cancelled() => Interrupt::Shutdown,
+            }
+        })
     }
 
     /// Awaits `work` unless the exchange must stop first; dropping `work` then releases

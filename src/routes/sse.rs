@@ -55,7 +55,10 @@ pub struct EventStream<E = NamedEvents> {
     encoder: E,
     events: AnswerEvents,
     keep_alive: Duration,
+    /// Fires no later than a keep-alive is due. A frame only notes its time in `last_frame`:
+    /// the timer is moved when it fires, not on every frame.
     idle: Pin<Box<Sleep>>,
+    last_frame: Instant,
     ended: bool,
     /// Frames are split off its front, so several share one allocation.
     buffer: BytesMut,
@@ -74,6 +77,7 @@ impl<E: EventEncoder> EventStream<E> {
             events,
             keep_alive,
             idle: Box::pin(tokio::time::sleep(keep_alive)),
+            last_frame: Instant::now(),
             ended: false,
             buffer: BytesMut::new(),
         }
@@ -132,16 +136,22 @@ impl<E: EventEncoder> Body for EventStream<E> {
         }
         if !frame.is_empty() {
             let frame = frame.split().freeze();
-            let next = Instant::now() + this.keep_alive;
-            this.idle.as_mut().reset(next);
+            this.last_frame = Instant::now();
             return Poll::Ready(Some(Ok(Frame::data(frame))));
         }
         if this.ended {
             return Poll::Ready(None);
         }
-        if this.idle.as_mut().poll(cx).is_ready() {
-            let next = Instant::now() + this.keep_alive;
-            this.idle.as_mut().reset(next);
+        while this.idle.as_mut().poll(cx).is_ready() {
+            let now = Instant::now();
+            let due = this.last_frame + this.keep_alive;
+            if now < due {
+                // Frames went out since the timer was set: it waits for the keep-alive they moved.
+                this.idle.as_mut().reset(due);
+                continue;
+            }
+            this.last_frame = now;
+            this.idle.as_mut().reset(now + this.keep_alive);
             return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(E::KEEP_ALIVE)))));
         }
         Poll::Pending

@@ -10,11 +10,12 @@ use crate::permit_pool::UpstreamPermit;
 use crate::upstream::ChunkStream;
 use crate::upstream::wire::{CallOptions, UpstreamMessage, Usage};
 
-use super::super::burst::{Burst, ready_within_a_turn};
+use super::super::burst::{Burst, PACED_GAP, ready_within_a_turn};
 use super::super::error::ExchangeError;
 use super::super::events::AnswerEvent;
 use super::super::outbox::watched;
 use super::super::tools::CallAssembler;
+use super::super::woken::WhenWoken;
 use super::{Ended, Exchange, Round, millis, upstream_error};
 
 impl Exchange {
@@ -31,7 +32,7 @@ impl Exchange {
         // whether the upstream has answered yet or not.
         let opened = tokio::select! {
             biased;
-            () = permit.lost() => return Err(Ended::Failed(ExchangeError::PermitLost)),
+            () = WhenWoken::new(permit.lost()) => return Err(Ended::Failed(ExchangeError::PermitLost)),
             opened = self.outbox.guarded(upstream.open(messages, tools, call)) => opened,
         };
         let mut chunks = opened?.map_err(upstream_error)?;
@@ -41,7 +42,7 @@ impl Exchange {
         let mut burst = Burst::default();
         let relayed = tokio::select! {
             biased;
-            () = permit.lost() => Err(Ended::Failed(ExchangeError::PermitLost)),
+            () = WhenWoken::new(permit.lost()) => Err(Ended::Failed(ExchangeError::PermitLost)),
             relayed = self.relay(&mut chunks, &mut calls, &mut burst) => relayed,
         };
         // `[DONE]` arrived, or the stream failed: the upstream request is over, so its permit
@@ -116,6 +117,9 @@ impl Exchange {
                     if self.timings.ttft_ms.is_none() {
                         // The first text of an answer is never held back.
                         self.timings.ttft_ms = Some(millis(self.received.elapsed()));
+                        self.outbox.emit(AnswerEvent::Delta(piece))?;
+                    } else if burst.is_empty() && chunks.quiet_before_last() >= PACED_GAP {
+                        // Paced: no company is coming within a turn.
                         self.outbox.emit(AnswerEvent::Delta(piece))?;
                     } else if burst.push(AnswerEvent::Delta(piece)) {
                         self.flush(burst)?;
