@@ -100,6 +100,15 @@ async fn the_spec_documents_every_route_its_bodies_and_errors() {
     ] {
         assert!(schemas.contains_key(name), "schema {name}");
     }
+    // Each fund says why its share is null.
+    let warnings = &schemas["Fund"]["properties"]["warnings"];
+    assert_eq!(warnings["type"], "array", "{warnings}");
+    assert!(
+        warnings["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("only_available_share")),
+        "{warnings}"
+    );
     assert_eq!(
         spec["components"]["securitySchemes"]["client_key"]["scheme"],
         "bearer"

@@ -10,6 +10,9 @@ use super::lines::{Line, Rect};
 use super::shares::SHARE_LABEL;
 
 static SIX_DIGITS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\d{6}").expect("valid regex"));
+/// Text that is no half of a fund's name: a long number (a code, an order) or a date.
+static NOT_A_NAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\d{5}|\d{4}[-./年]\d{1,2}").expect("valid regex"));
 
 /// Words before a six-digit number that make it something other than a fund code.
 const NOT_A_CODE_BEFORE: [&str; 22] = [
@@ -111,29 +114,66 @@ pub(super) fn find_codes(lines: &[Line]) -> Vec<Code> {
     codes
 }
 
-/// The fund's name: Chinese text before the code on its line, else the nearest line above.
+/// The fund's name: Chinese text before the code on its line, else the nearest line above,
+/// with the line above that when the name wrapped onto two. On a line above, the name is the run
+/// of words that starts over the code's column, not the figures further along the row.
 fn fund_name(lines: &[Line], li: usize, start: usize, code: Rect) -> (Option<String>, f32) {
-    let clean = |s: &str| {
-        let s = s.replace("基金代码", "").replace("代码", "");
-        let s = s.trim_matches(|c: char| c.is_whitespace() || "():|-".contains(c));
-        has_cjk(s).then(|| s.to_owned())
-    };
-    if let Some(name) = clean(&lines[li].text[..start]) {
+    if let Some(name) = clean_name(&lines[li].text[..start]) {
         return (Some(name), code.top);
     }
     let height = code.height().max(1.0);
-    for above in lines[..li].iter().rev() {
+    let column = (code.left - 4.0 * height, code.right + 4.0 * height);
+    for (ai, above) in lines[..li].iter().enumerate().rev() {
         if code.top - above.rect.bottom > 3.0 * height.max(above.rect.height()) {
             break;
         }
-        let overlaps = above.rect.left < code.right + 4.0 * height
-            && above.rect.right > code.left - 4.0 * height;
-        if !overlaps || SHARE_LABEL.is_match(&above.text) {
+        if SHARE_LABEL.is_match(&above.text) {
             continue;
         }
-        if let Some(name) = clean(&above.text) {
-            return (Some(name), above.rect.top);
-        }
+        let Some((name, rect)) = name_run(above, column) else {
+            continue;
+        };
+        // The first half of a wrapped name: just above, starting where this line starts.
+        let first_half = ai
+            .checked_sub(1)
+            .map(|i| &lines[i])
+            .filter(|line| !SHARE_LABEL.is_match(&line.text) && !line.text.contains("名称"))
+            .and_then(|line| name_run(line, column))
+            .filter(|(first_text, first)| {
+                rect.top - first.bottom < 0.8 * rect.height()
+                    && (first.left - rect.left).abs() < rect.height()
+                    && !NOT_A_NAME.is_match(first_text)
+            });
+        return match first_half {
+            Some((first, first_rect)) => (Some(first + &name), first_rect.top),
+            None => (Some(name), rect.top),
+        };
     }
     (None, code.top)
+}
+
+/// `text` without the words around a code, if Chinese is left.
+fn clean_name(text: &str) -> Option<String> {
+    let s = text.replace("基金代码", "").replace("代码", "");
+    let s = s.trim_matches(|c: char| c.is_whitespace() || "():|-".contains(c));
+    has_cjk(s).then(|| s.to_owned())
+}
+
+/// The words of `line` that start over `column` and follow each other without a column's gap,
+/// as a name, with their box.
+fn name_run(line: &Line, column: (f32, f32)) -> Option<(String, Rect)> {
+    let first = line
+        .words
+        .iter()
+        .position(|w| w.rect.right > column.0 && w.rect.left < column.1)?;
+    let mut rect = line.words[first].rect;
+    let mut text = line.words[first].text.clone();
+    for word in &line.words[first + 1..] {
+        if word.rect.left - rect.right > 1.5 * rect.height().max(word.rect.height()) {
+            break;
+        }
+        rect = rect.union(word.rect);
+        text.push_str(&word.text);
+    }
+    clean_name(&text).map(|name| (name, rect))
 }

@@ -8,10 +8,13 @@
 //! 2. Fund codes are six-digit runs that are not part of an amount and not behind a
 //!    distractor (order number, invitation code, card number...). The name is the Chinese text
 //!    before the code, or the line above.
-//! 3. Share labels (持有份额, 持仓份额, 份额(份), 当前份额, never 可用份额 or 确认份额) take the
-//!    number right after them on the line, or else the numbers straight below in their column,
-//!    down to the next text (one value for a card, one per row for a table).
+//! 3. Share labels (持有份额, 持仓份额, 份额(份), 当前份额, a bare 份额; never 可用份额, 冻结份额
+//!    or 确认份额) take the number right after them on the line, or else the numbers straight
+//!    below in their column, down to the next text (one value for a card, one per row for a
+//!    table). A number nearer to another column's header (可用份额, 单位净值, 参考市值, 金额...)
+//!    is that column's, and a percentage is never a share.
 //! 4. Each value belongs to the fund on its own line, or else the nearest fund above it.
+//! 5. A fund left without a share says why in its `warnings`: the page does not guess.
 
 mod codes;
 mod lines;
@@ -27,17 +30,41 @@ use shares::{ShareValue, find_share_values};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Fund {
     pub fund_code: String,
-    /// Held shares as a plain decimal string (`12345.67`), if found.
+    /// Held shares as a plain decimal string (`12345.67`), only when a share label or a share
+    /// column gives it; otherwise null, and `warnings` says why.
     pub hold_share: Option<String>,
     pub name: Option<String>,
+    /// Why `hold_share` is null, when it is: `only_available_share` (the page shows 可用份额 or
+    /// 冻结份额 but not the held share), `no_share_label` (no share label or column on the
+    /// page), `share_not_found` (the page has one, but no value of it belongs to this fund).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
+
+/// A share that the page shows, but not the held one.
+pub const ONLY_AVAILABLE_SHARE: &str = "only_available_share";
+/// No share label or share column on the page.
+pub const NO_SHARE_LABEL: &str = "no_share_label";
+/// The page labels a share, but no value of it belongs to this fund.
+pub const SHARE_NOT_FOUND: &str = "share_not_found";
 
 /// Every fund on the page, top to bottom.
 pub fn extract(tsv: &str) -> Vec<Fund> {
     let lines = lines_from_tsv(tsv);
     let codes = find_codes(&lines);
-    let values = find_share_values(&lines, &codes);
-    assign(codes, values)
+    let found = find_share_values(&lines, &codes);
+    let mut funds = assign(codes, found.values);
+    for fund in funds.iter_mut().filter(|f| f.hold_share.is_none()) {
+        let why = if found.held_label {
+            SHARE_NOT_FOUND
+        } else if found.other_share_label {
+            ONLY_AVAILABLE_SHARE
+        } else {
+            NO_SHARE_LABEL
+        };
+        fund.warnings.push(why.to_owned());
+    }
+    funds
 }
 
 /// Gives each fund the value on its own line, or the nearest value below it before the next fund.
@@ -73,6 +100,7 @@ fn assign(codes: Vec<Code>, values: Vec<ShareValue>) -> Vec<Fund> {
                     fund_code: code.code,
                     hold_share: share.map(|(_, v)| v),
                     name: code.name,
+                    warnings: Vec::new(),
                 },
             )
         })
@@ -119,6 +147,7 @@ mod tests {
                 fund_code: "005827".into(),
                 hold_share: Some("12345.67".into()),
                 name: Some("易方达蓝筹精选混合".into()),
+                warnings: Vec::new(),
             }]
         );
     }
@@ -166,7 +195,174 @@ mod tests {
                 fund_code: "000001".into(),
                 hold_share: Some("1200.5".into()),
                 name: Some("华夏成长混合".into()),
+                warnings: Vec::new(),
             }]
+        );
+    }
+
+    /// `(code, share, warnings)` of each fund found.
+    fn shares(page: &str) -> Vec<(String, Option<String>, Vec<String>)> {
+        extract(page)
+            .into_iter()
+            .map(|f| (f.fund_code, f.hold_share, f.warnings))
+            .collect()
+    }
+
+    fn held(code: &str, share: &str) -> (String, Option<String>, Vec<String>) {
+        (code.into(), Some(share.into()), Vec::new())
+    }
+
+    /// A bank app's holdings table: the header's columns at `xs` in the order of `headers`,
+    /// and two funds whose names wrap onto a second line, each with its code small below.
+    fn bank_table(headers: [&str; 3], xs: [f32; 3], rows: [[&str; 3]; 2]) -> String {
+        let mut words = vec![(1, 20.0, 100.0, 150.0, 30.0, "基金名称")];
+        for (header, x) in headers.iter().zip(xs) {
+            words.push((1, x, 100.0, 130.0, 30.0, header));
+        }
+        let names = [
+            ("招商中证白酒", "指数(LOF)A", "161725"),
+            ("易方达蓝筹", "精选混合", "005827"),
+        ];
+        for (row, ((first, second, code), values)) in names.iter().zip(rows).enumerate() {
+            let top = 160.0 + 140.0 * row as f32;
+            let line = 2 + 3 * row as u32;
+            words.push((line, 20.0, top, 170.0, 30.0, first));
+            for (value, x) in values.iter().zip(xs) {
+                words.push((line, x, top, 130.0, 30.0, value));
+            }
+            words.push((line + 1, 20.0, top + 36.0, 150.0, 30.0, second));
+            words.push((line + 2, 20.0, top + 72.0, 80.0, 20.0, code));
+        }
+        tsv(&words)
+    }
+
+    #[test]
+    fn a_bare_share_header_beside_available_share_and_value_in_either_order() {
+        let rows = [
+            ["8,000.00", "6,000.00", "9,123.45"],
+            ["1,234.50", "1,000.00", "2,000.00"],
+        ];
+        let page = bank_table(
+            ["份额", "可用份额", "参考市值"],
+            [300.0, 500.0, 700.0],
+            rows,
+        );
+        assert_eq!(
+            shares(&page),
+            vec![held("161725", "8000.00"), held("005827", "1234.50")]
+        );
+        // The other order: the share column last, beside the available shares.
+        let reversed = rows.map(|[a, b, c]| [c, b, a]);
+        let page = bank_table(
+            ["参考市值", "可用份额", "份额"],
+            [300.0, 500.0, 700.0],
+            reversed,
+        );
+        assert_eq!(
+            shares(&page),
+            vec![held("161725", "8000.00"), held("005827", "1234.50")]
+        );
+    }
+
+    #[test]
+    fn only_available_shares_give_no_share_and_say_so() {
+        let rows = [
+            ["6,000.00", "9,123.45", "1.2345"],
+            ["1,000.00", "2,000.00", "0.9876"],
+        ];
+        let page = bank_table(
+            ["可用份额", "参考市值", "单位净值"],
+            [300.0, 500.0, 700.0],
+            rows,
+        );
+        let found = shares(&page);
+        assert_eq!(found.len(), 2);
+        for (_, share, warnings) in found {
+            assert_eq!(share, None);
+            assert_eq!(warnings, [ONLY_AVAILABLE_SHARE]);
+        }
+    }
+
+    #[test]
+    fn a_nav_column_beside_the_share_column_is_never_the_share() {
+        // Dark tables put the NAV right beside the share, 20 px apart.
+        let rows = [
+            ["1.0434", "3,456.78", "3,606.71"],
+            ["2.1001", "120.00", "252.01"],
+        ];
+        let page = bank_table(
+            ["单位净值", "持有份额", "持仓金额"],
+            [230.0, 380.0, 540.0],
+            rows,
+        );
+        assert_eq!(
+            shares(&page),
+            vec![held("161725", "3456.78"), held("005827", "120.00")]
+        );
+        // A share cell OCR could not read: the NAV beside it, within reach of the column, is
+        // still not taken.
+        let rows = [
+            ["1.0434", "3,4S6.7B", "3,606.71"],
+            ["2.1001", "--", "252.01"],
+        ];
+        let page = bank_table(
+            ["单位净值", "持有份额", "持仓金额"],
+            [230.0, 380.0, 540.0],
+            rows,
+        );
+        for (_, share, warnings) in shares(&page) {
+            assert_eq!(share, None);
+            assert_eq!(warnings, [SHARE_NOT_FOUND]);
+        }
+        // A NAV and an amount without any share label: nothing is taken for a share.
+        let page = bank_table(
+            ["单位净值", "持仓金额", "收益率"],
+            [260.0, 420.0, 600.0],
+            [
+                ["1.0434", "3,606.71", "5.1%"],
+                ["2.1001", "252.01", "-0.2%"],
+            ],
+        );
+        for (_, share, warnings) in shares(&page) {
+            assert_eq!(share, None);
+            assert_eq!(warnings, [NO_SHARE_LABEL]);
+        }
+    }
+
+    #[test]
+    fn inline_shares_without_separators_and_no_percentages() {
+        let page = tsv(&[
+            (1, 20.0, 50.0, 300.0, 30.0, "华夏成长混合 000001"),
+            (
+                2,
+                20.0,
+                100.0,
+                420.0,
+                30.0,
+                "份额(份) 3456.789 单位净值 1.0434",
+            ),
+            (3, 20.0, 200.0, 300.0, 30.0, "南方中证500ETF联接 160119"),
+            (4, 20.0, 250.0, 300.0, 30.0, "份额 12.5% 收益 300.00"),
+        ]);
+        assert_eq!(
+            shares(&page),
+            vec![
+                held("000001", "3456.789"),
+                ("160119".into(), None, vec![SHARE_NOT_FOUND.into()]),
+            ]
+        );
+    }
+
+    #[test]
+    fn share_words_that_name_other_figures_are_no_label() {
+        let page = tsv(&[
+            (1, 20.0, 50.0, 300.0, 30.0, "华夏成长混合 000001"),
+            (2, 20.0, 100.0, 300.0, 30.0, "份额确认日 20240601"),
+            (3, 20.0, 150.0, 300.0, 30.0, "冻结份额 100.00"),
+        ]);
+        assert_eq!(
+            shares(&page),
+            vec![("000001".into(), None, vec![ONLY_AVAILABLE_SHARE.into()])]
         );
     }
 }

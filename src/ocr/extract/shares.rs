@@ -1,5 +1,10 @@
 //! Held shares on the page: the number right after a share label (持有份额, 持仓份额, 份额(份),
-//! 当前份额, never 可用份额 or 确认份额), or else the numbers straight below it in its column.
+//! 当前份额, a bare 份额; never 可用份额, 冻结份额 or 确认份额), or else the numbers straight
+//! below it in its column.
+//!
+//! A number is the share only if a share label gives it. In a table, a number under the share
+//! header is taken only if that header is the nearest one above it: the numbers under 可用份额,
+//! 单位净值, 参考市值, 持仓金额 or 收益 beside it belong to those columns. A percentage never counts.
 
 use std::sync::LazyLock;
 
@@ -8,12 +13,33 @@ use regex::Regex;
 use super::codes::Code;
 use super::lines::{Line, Rect};
 
-pub(super) static SHARE_LABEL: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"持有份额|持仓份额|当前份额|份额[(]份[)]?").expect("valid regex"));
+pub(super) static SHARE_LABEL: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"持有份额|持仓份额|当前份额|份额(?:[(]份[)]?)?").expect("valid regex")
+});
+/// Labels and column headers of the other numbers near a share: shares not held (available,
+/// frozen), prices and NAVs, amounts, returns, rates, dates.
+static OTHER_LABEL: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"可用份额|冻结份额|确认份额|赎回份额|单位净值|累计净值|最新净值|净值|参考市值|持仓市值|市值|持有金额|持仓金额|金额|持有收益|累计收益|收益率|收益|盈亏|最新价|现价|成本价|成本|价格|涨跌幅|涨幅|占比|日期",
+    )
+    .expect("valid regex")
+});
+/// Words after `份额` that make it another figure (份额确认日, 份额净值...).
+const NOT_HELD_AFTER: [&str; 5] = ["确认", "净值", "变动", "明细", "日期"];
 static NUMBER: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\d[\d,.]*\d|\d").expect("valid regex"));
-/// Prefixes that turn `份额(份)` into a distractor.
+/// Prefixes that turn `份额` into a distractor.
 const NOT_HELD_BEFORE: [&str; 4] = ["可用", "确认", "冻结", "赎回"];
+
+/// The shares found on a page, and what its labels said.
+#[derive(Debug, Default)]
+pub(super) struct ShareFindings {
+    pub(super) values: Vec<ShareValue>,
+    /// A label of the held share was on the page.
+    pub(super) held_label: bool,
+    /// A label of shares that are not the held ones (可用份额, 冻结份额...) was on the page.
+    pub(super) other_share_label: bool,
+}
 
 #[derive(Debug, Clone)]
 pub(super) struct ShareValue {
@@ -55,25 +81,53 @@ fn share_number(raw: &str) -> Option<String> {
     Some(value)
 }
 
-/// Numbers on a line with their byte spans.
+/// Numbers on a line with their byte spans: whole tokens only (not a piece of `3,4S6.7B`), and
+/// no percentage.
 fn numbers(line: &Line) -> Vec<(usize, usize, String)> {
     NUMBER
         .find_iter(&line.text)
+        .filter(|m| is_whole(&line.text, m.start(), m.end()) && !is_percent(&line.text, m.end()))
         .filter_map(|m| share_number(m.as_str()).map(|v| (m.start(), m.end(), v)))
         .collect()
 }
 
-pub(super) fn find_share_values(lines: &[Line], codes: &[Code]) -> Vec<ShareValue> {
-    let mut values = Vec::new();
+/// Whether `text[start..end]` stands alone: no letter or digit touches it on either side.
+fn is_whole(text: &str, start: usize, end: usize) -> bool {
+    let touches = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    !touches(text[..start].chars().next_back()) && !touches(text[end..].chars().next())
+}
+
+/// Whether the number ending at `end` is followed by a percent sign.
+fn is_percent(text: &str, end: usize) -> bool {
+    text[end..].trim_start().starts_with(['%', '％'])
+}
+
+/// Whether the share label `label` on `text` names the held share, not another figure.
+fn names_held_share(text: &str, label: &regex::Match<'_>) -> bool {
+    if !label.as_str().starts_with("份额") {
+        return true;
+    }
+    let before: String = text[..label.start()].chars().rev().take(3).collect();
+    let before: String = before.chars().rev().collect();
+    let after = &text[label.end()..];
+    !NOT_HELD_BEFORE.iter().any(|w| before.contains(w))
+        && !NOT_HELD_AFTER.iter().any(|w| after.starts_with(w))
+}
+
+pub(super) fn find_share_values(lines: &[Line], codes: &[Code]) -> ShareFindings {
+    let mut found = ShareFindings::default();
     for (li, line) in lines.iter().enumerate() {
+        if OTHER_LABEL
+            .find_iter(&line.text)
+            .any(|m| m.as_str().ends_with("份额"))
+        {
+            found.other_share_label = true;
+        }
         for label in SHARE_LABEL.find_iter(&line.text) {
-            if label.as_str().starts_with("份额") {
-                let before: String = line.text[..label.start()].chars().rev().take(3).collect();
-                let before: String = before.chars().rev().collect();
-                if NOT_HELD_BEFORE.iter().any(|w| before.contains(w)) {
-                    continue;
-                }
+            if !names_held_share(&line.text, &label) {
+                continue;
             }
+            found.held_label = true;
             // Right after the label on the same line.
             let after = &line.text[label.end()..];
             let skipped = after.len()
@@ -82,9 +136,13 @@ pub(super) fn find_share_values(lines: &[Line], codes: &[Code]) -> Vec<ShareValu
                     .len();
             let start = label.end() + skipped;
             if let Some(m) = NUMBER.find(&line.text[start..]).filter(|m| m.start() == 0) {
+                let end = start + m.end();
+                if is_percent(&line.text, end) || !is_whole(&line.text, start, end) {
+                    continue;
+                }
                 if let Some(value) = share_number(m.as_str()) {
                     let rect = line.span_rect(start, start + m.end());
-                    values.push(ShareValue {
+                    found.values.push(ShareValue {
                         value,
                         line: li,
                         rect,
@@ -93,10 +151,27 @@ pub(super) fn find_share_values(lines: &[Line], codes: &[Code]) -> Vec<ShareValu
                 }
             }
             let label_rect = line.span_rect(label.start(), label.end());
-            values.extend(column_values(lines, li, label_rect, codes));
+            let others = other_headers(lines, label_rect);
+            found
+                .values
+                .extend(column_values(lines, li, label_rect, &others, codes));
         }
     }
-    values
+    found
+}
+
+/// The other column headers in the share header's row: where their columns are.
+fn other_headers(lines: &[Line], header: Rect) -> Vec<Rect> {
+    lines
+        .iter()
+        .filter(|line| line.rect.same_row(&header) || header.same_row(&line.rect))
+        .flat_map(|line| {
+            OTHER_LABEL
+                .find_iter(&line.text)
+                .map(|m| line.span_rect(m.start(), m.end()))
+        })
+        .filter(|rect| rect.same_row(&header) && *rect != header)
+        .collect()
 }
 
 /// The numbers straight below a label, row by row, until other text or a gap ends the column.
@@ -104,8 +179,16 @@ fn column_values(
     lines: &[Line],
     label_line: usize,
     label: Rect,
+    others: &[Rect],
     codes: &[Code],
 ) -> Vec<ShareValue> {
+    // A number is in the share's column only if no other header is nearer to it.
+    let nearest_is_label = |rect: &Rect| {
+        let to_label = (rect.center_x() - label.center_x()).abs();
+        others
+            .iter()
+            .all(|other| (rect.center_x() - other.center_x()).abs() > to_label)
+    };
     let slack = 0.6 * label.width().max(label.height());
     let (left, right) = (label.left - slack, label.right + slack);
     let mut out = Vec::new();
@@ -137,7 +220,7 @@ fn column_values(
         let best = numbers(line)
             .into_iter()
             .map(|(s, e, v)| (line.span_rect(s, e), v))
-            .filter(|(r, _)| r.right > left && r.left < right)
+            .filter(|(r, _)| r.right > left && r.left < right && nearest_is_label(r))
             .min_by(|(a, _), (b, _)| {
                 (a.center_x() - label.center_x())
                     .abs()
