@@ -491,6 +491,17 @@ mod tests {
         )
     }
 
+    /// That `end` is a timeout of `phase`.
+    fn assert_timeout(
+        end: Option<Result<ChatCompletionChunk, UpstreamError>>,
+        phase: TimeoutPhase,
+    ) {
+        match end {
+            Some(Err(UpstreamError::Timeout { phase: got, .. })) => assert_eq!(got, phase),
+            other => panic!("expected a {phase:?} timeout, got {other:?}"),
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_gap_deadline_follows_the_last_chunk() {
         // Chunks 4 s apart never trip a 5 s gap, though a timer set at the first would.
@@ -499,17 +510,7 @@ mod tests {
             assert!(matches!(chunks.next_chunk().await, Some(Ok(_))));
         }
         let last = Instant::now();
-        let end = chunks.next_chunk().await;
-        assert!(
-            matches!(
-                end,
-                Some(Err(UpstreamError::Timeout {
-                    phase: TimeoutPhase::ChunkGap,
-                    ..
-                }))
-            ),
-            "{end:?}"
-        );
+        assert_timeout(chunks.next_chunk().await, TimeoutPhase::ChunkGap);
         assert_eq!(last.elapsed(), Duration::from_secs(5));
     }
 
@@ -518,17 +519,7 @@ mod tests {
         let started = Instant::now();
         let mut chunks = paced_chunks(&[1]);
         assert!(matches!(chunks.next_chunk().await, Some(Ok(_))));
-        let end = chunks.next_chunk().await;
-        assert!(
-            matches!(
-                end,
-                Some(Err(UpstreamError::Timeout {
-                    phase: TimeoutPhase::ChunkGap,
-                    ..
-                }))
-            ),
-            "{end:?}"
-        );
+        assert_timeout(chunks.next_chunk().await, TimeoutPhase::ChunkGap);
         assert_eq!(
             started.elapsed(),
             Duration::from_secs(6),
@@ -540,17 +531,7 @@ mod tests {
     async fn no_first_chunk_is_the_first_chunk_timeout() {
         let started = Instant::now();
         let mut chunks = paced_chunks(&[]);
-        let end = chunks.next_chunk().await;
-        assert!(
-            matches!(
-                end,
-                Some(Err(UpstreamError::Timeout {
-                    phase: TimeoutPhase::FirstChunk,
-                    ..
-                }))
-            ),
-            "{end:?}"
-        );
+        assert_timeout(chunks.next_chunk().await, TimeoutPhase::FirstChunk);
         assert_eq!(started.elapsed(), Duration::from_secs(60));
     }
 

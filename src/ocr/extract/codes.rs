@@ -169,7 +169,13 @@ fn name_run(line: &Line, column: (f32, f32)) -> Option<(String, Rect)> {
     let mut rect = line.words[first].rect;
     let mut text = line.words[first].text.clone();
     for word in &line.words[first + 1..] {
-        if word.rect.left - rect.right > 1.5 * rect.height().max(word.rect.height()) {
+        // A figure of the row (`1.0434`, `3,456.78`, `+12%`) ends the name.
+        let is_figure = word.text.contains(['.', ',', '%'])
+            && word
+                .text
+                .chars()
+                .all(|c| c.is_ascii_digit() || ".,%+-".contains(c));
+        if is_figure || word.rect.left - rect.right > 1.5 * rect.height().max(word.rect.height()) {
             break;
         }
         rect = rect.union(word.rect);

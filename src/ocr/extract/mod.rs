@@ -208,6 +208,16 @@ mod tests {
             .collect()
     }
 
+    /// That both funds of a [`bank_table`] page come without a share, for the reason `why`.
+    fn assert_no_shares(page: &str, why: &str) {
+        let found = shares(page);
+        assert_eq!(found.len(), 2, "{found:?}");
+        for (_, share, warnings) in found {
+            assert_eq!(share, None);
+            assert_eq!(warnings, [why]);
+        }
+    }
+
     fn held(code: &str, share: &str) -> (String, Option<String>, Vec<String>) {
         (code.into(), Some(share.into()), Vec::new())
     }
@@ -275,12 +285,7 @@ mod tests {
             [300.0, 500.0, 700.0],
             rows,
         );
-        let found = shares(&page);
-        assert_eq!(found.len(), 2);
-        for (_, share, warnings) in found {
-            assert_eq!(share, None);
-            assert_eq!(warnings, [ONLY_AVAILABLE_SHARE]);
-        }
+        assert_no_shares(&page, ONLY_AVAILABLE_SHARE);
     }
 
     #[test]
@@ -310,10 +315,7 @@ mod tests {
             [230.0, 380.0, 540.0],
             rows,
         );
-        for (_, share, warnings) in shares(&page) {
-            assert_eq!(share, None);
-            assert_eq!(warnings, [SHARE_NOT_FOUND]);
-        }
+        assert_no_shares(&page, SHARE_NOT_FOUND);
         // A NAV and an amount without any share label: nothing is taken for a share.
         let page = bank_table(
             ["单位净值", "持仓金额", "收益率"],
@@ -323,10 +325,7 @@ mod tests {
                 ["2.1001", "252.01", "-0.2%"],
             ],
         );
-        for (_, share, warnings) in shares(&page) {
-            assert_eq!(share, None);
-            assert_eq!(warnings, [NO_SHARE_LABEL]);
-        }
+        assert_no_shares(&page, NO_SHARE_LABEL);
     }
 
     #[test]
