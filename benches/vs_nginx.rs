@@ -163,10 +163,10 @@ struct Best {
 impl Default for Best {
     fn default() -> Self {
         Self {
-            user: f64::MAX / 4.0,
-            system: f64::MAX / 4.0,
-            p50: f64::MAX,
-            p99: f64::MAX,
+            user: f64::INFINITY,
+            system: f64::INFINITY,
+            p50: f64::INFINITY,
+            p99: f64::INFINITY,
         }
     }
 }
@@ -259,7 +259,7 @@ async fn run() {
         for (i, &target) in targets.iter().enumerate() {
             let (mut samples, (user, system)) = round(&client, &setup, target).await;
             let b = &mut best[i];
-            if user + system < b.user + b.system {
+            if user + system < b.cpu() {
                 (b.user, b.system) = (user, system);
             }
             b.p50 = b.p50.min(percentile(&mut samples, 50.0));
