@@ -11,13 +11,14 @@ want=(pkg-config ca-certificates libclang-dev libtesseract-dev libleptonica-dev
       tesseract-ocr-chi-sim tesseract-ocr-eng)
 mode="${1:-run}"
 if [[ "$mode" == "test" || "$mode" == "bench" ]]; then
-    # Tests and benchmarks: MariaDB, curl, a CJK font to draw the OCR fixtures, the tesseract
+    # Tests and benchmarks: MariaDB, curl, three CJK fonts to draw the OCR fixtures, the tesseract
     # command-line tool the OCR benchmark compares against, promtool (package prometheus),
     # which checks /metrics and deploy/alerts.yml, Python's venv for the API fuzzer
     # (scripts/fuzz-api.sh), systemd-analyze, which checks deploy/chat-proxy.service,
     # Chromium for the chat page's browser test (tests/browser.rs), and Redis, which the
     # cluster tests share their permit pool through (tests/cluster.rs).
-    want+=(curl mariadb-server mariadb-client fonts-wqy-zenhei tesseract-ocr prometheus
+    want+=(curl mariadb-server mariadb-client fonts-wqy-zenhei fonts-wqy-microhei fonts-arphic-uming
+           tesseract-ocr prometheus
            python3 python3-venv systemd chromium redis-server redis-tools)
     # The npm SDK test (scripts/sdk-tests.sh) and the browser test need Node.js; Debian's is
     # used only when the machine has none of its own.

@@ -17,7 +17,7 @@ use chat_proxy::lifecycle::Lifecycle;
 
 #[path = "support/binary.rs"]
 mod binary;
-#[path = "api/fixtures.rs"]
+#[path = "api/fixtures/mod.rs"]
 #[allow(dead_code, reason = "one card of the catalogue is used")]
 mod fixtures;
 #[path = "support/process.rs"]

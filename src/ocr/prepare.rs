@@ -1,11 +1,14 @@
-//! From bytes to a clean black-on-white page for Tesseract: sniff the real format, refuse
-//! decompression bombs, go to grayscale, turn dark mode around, and binarize with a local
-//! (adaptive) threshold.
+//! From bytes to a clean page for Tesseract: sniff the real format, refuse decompression bombs,
+//! go to grayscale, bring a small screenshot up to the size Tesseract reads best, turn dark mode
+//! around, and flatten the background locally.
 //!
 //! A page-wide threshold fails on phone screenshots: a coloured header band drags it down and
 //! every light-gray line under it (codes, labels) vanishes, and a gray pill behind a code turns
-//! digits into others. A threshold from each pixel's neighbourhood (Bradley's method over an
-//! integral image) keeps light-gray text on white and dark text on a pill alike.
+//! digits into others. So each pixel is measured against its own neighbourhood (its mean, over
+//! an integral image): paper becomes white wherever it is, and text keeps its gray edges.
+//! Tesseract then binarizes the flat page itself, and its recogniser reads the gray strokes,
+//! which is what keeps blurred, shrunk and noisy text readable. A black-and-white page from a
+//! local threshold (Bradley's method) was measured against it: see BENCHMARKS.md.
 
 use std::io::Cursor;
 
@@ -23,15 +26,25 @@ const FORMATS: [ImageFormat; 6] = [
     ImageFormat::Tiff,
 ];
 
-/// A pixel is ink when darker than its neighbourhood's mean by this fraction.
-const BRADLEY_T: f32 = 0.15;
+/// How much a pixel's darkness against its neighbourhood is stretched: text at half the
+/// neighbourhood's brightness becomes black, and light-gray text a strong gray.
+const CONTRAST: f32 = 2.0;
+/// Pixels darker than this are ink, for the bars below: light-gray text comes out of
+/// [`flatten`] at about 150, a speck of JPEG noise above 220.
+pub const INK: u8 = 200;
 
 /// The most pixels a page is recognised at; a larger image is scaled down to it first. A phone
 /// screenshot (1440x3200 is 4.6 M) and a long scrolling capture (1080x11000) keep every pixel;
 /// beyond that, text is large enough to lose nothing.
 pub const PAGE_PIXELS: u64 = 12_000_000;
 
-/// Decodes `bytes` (at most `max_pixels` pixels) into a binarized grayscale page.
+/// A page narrower than this is scaled up to it: phone screenshots at 1.5x or 2x density
+/// (540 to 720 pixels wide) have text 18 to 24 pixels high, below what Tesseract reads well.
+pub const SMALL_PAGE_WIDTH: u32 = 1000;
+/// The width a small page is scaled up to: a 3x phone screenshot's, whose text is read best.
+pub const READ_WIDTH: u32 = 1080;
+
+/// Decodes `bytes` (at most `max_pixels` pixels) into a flattened grayscale page.
 pub fn prepare(bytes: &[u8], max_pixels: u64) -> Result<GrayImage, OcrError> {
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
@@ -60,11 +73,11 @@ pub fn prepare(bytes: &[u8], max_pixels: u64) -> Result<GrayImage, OcrError> {
     let decoded = reader
         .decode()
         .map_err(|e| OcrError::Undecodable(format!("{format:?}: {e}")))?;
-    let mut gray = fit(decoded.into_luma8());
+    let mut gray = enlarge(fit(decoded.into_luma8()));
     if is_dark(&gray) {
         image::imageops::invert(&mut gray);
     }
-    let mut page = binarize(&gray);
+    let mut page = flatten(&gray);
     clear_bars(&mut page);
     Ok(page)
 }
@@ -101,12 +114,54 @@ fn fit(gray: GrayImage) -> GrayImage {
     GrayImage::from_raw(out_w, out_h, out).expect("the buffer is out_w x out_h")
 }
 
+/// `gray` scaled up to [`READ_WIDTH`] (bilinear) when it is narrower than [`SMALL_PAGE_WIDTH`],
+/// unless that would pass [`PAGE_PIXELS`].
+fn enlarge(gray: GrayImage) -> GrayImage {
+    let (w, h) = gray.dimensions();
+    if w == 0 || h == 0 || w >= SMALL_PAGE_WIDTH {
+        return gray;
+    }
+    let out_w = READ_WIDTH;
+    let out_h = (u64::from(h) * u64::from(out_w) / u64::from(w)) as u32;
+    if u64::from(out_w) * u64::from(out_h) > PAGE_PIXELS {
+        return gray;
+    }
+    // Fixed point, 8 fraction bits: each output pixel's source position and weights.
+    let positions = |out: u32, len: u32| -> Vec<(usize, usize, u32)> {
+        (0..out)
+            .map(|i| {
+                let at = ((u64::from(i) * 2 + 1) * u64::from(len) * 256 / (u64::from(out) * 2))
+                    .saturating_sub(128);
+                let lo = (at >> 8).min(u64::from(len - 1)) as usize;
+                let hi = (lo + 1).min(len as usize - 1);
+                (lo, hi, (at & 255) as u32)
+            })
+            .collect()
+    };
+    let xs = positions(out_w, w);
+    let ys = positions(out_h, h);
+    let source = gray.as_raw();
+    let stride = w as usize;
+    let mut out = Vec::with_capacity(out_w as usize * out_h as usize);
+    for &(y0, y1, fy) in &ys {
+        let (top, bottom) = (
+            &source[y0 * stride..][..stride],
+            &source[y1 * stride..][..stride],
+        );
+        out.extend(xs.iter().map(|&(x0, x1, fx)| {
+            let row = |r: &[u8]| u32::from(r[x0]) * (256 - fx) + u32::from(r[x1]) * fx;
+            ((row(top) * (256 - fy) + row(bottom) * fy + (1 << 15)) >> 16) as u8
+        }));
+    }
+    GrayImage::from_raw(out_w, out_h, out).expect("the buffer is out_w x out_h")
+}
+
 /// Rows that are almost all ink are no text: they are the edge of a coloured band, which the
-/// local threshold turns into a solid bar that Tesseract reads as junk. They become paper.
+/// local flattening turns into a solid bar that Tesseract reads as junk. They become paper.
 fn clear_bars(page: &mut GrayImage) {
     let (w, h) = page.dimensions();
     for y in 0..h {
-        let ink = (0..w).filter(|&x| page.get_pixel(x, y)[0] == 0).count();
+        let ink = (0..w).filter(|&x| page.get_pixel(x, y)[0] < INK).count();
         if ink * 10 >= w as usize * 9 {
             for x in 0..w {
                 page.put_pixel(x, y, Luma([255]));
@@ -124,9 +179,10 @@ fn is_dark(gray: &GrayImage) -> bool {
     count > 0 && sum / count < 110
 }
 
-/// Bradley's adaptive threshold: ink where a pixel is `BRADLEY_T` darker than the mean of the
-/// square around it (about a thirtieth of the page wide).
-pub fn binarize(gray: &GrayImage) -> GrayImage {
+/// Each pixel against the mean of the square around it (about a thirtieth of the page wide):
+/// paper, at its neighbourhood's brightness or above, becomes white; darker pixels keep their
+/// darkness relative to it, stretched by [`CONTRAST`].
+pub fn flatten(gray: &GrayImage) -> GrayImage {
     let (w, h) = gray.dimensions();
     let (wu, hu) = (w as usize, h as usize);
     if wu == 0 || hu == 0 {
@@ -149,17 +205,16 @@ pub fn binarize(gray: &GrayImage) -> GrayImage {
         let y0 = y.saturating_sub(radius);
         let x1 = (x + radius + 1).min(wu);
         let y1 = (y + radius + 1).min(hu);
-        let area = ((x1 - x0) * (y1 - y0)) as u64;
+        let area = ((x1 - x0) * (y1 - y0)) as f32;
         // Modular arithmetic: the true sum is in range, so the wrapped terms cancel out.
-        let sum = u64::from(
-            integral[y1 * (wu + 1) + x1]
-                .wrapping_add(integral[y0 * (wu + 1) + x0])
-                .wrapping_sub(integral[y0 * (wu + 1) + x1])
-                .wrapping_sub(integral[y1 * (wu + 1) + x0]),
-        );
-        let pixel = u64::from(gray.get_pixel(x as u32, y as u32)[0]);
-        let ink = (pixel * area) as f32 <= sum as f32 * (1.0 - BRADLEY_T);
-        Luma([if ink { 0 } else { 255 }])
+        let sum = integral[y1 * (wu + 1) + x1]
+            .wrapping_add(integral[y0 * (wu + 1) + x0])
+            .wrapping_sub(integral[y0 * (wu + 1) + x1])
+            .wrapping_sub(integral[y1 * (wu + 1) + x0]);
+        let mean = (sum as f32 / area).max(1.0);
+        let pixel = f32::from(gray.get_pixel(x as u32, y as u32)[0]);
+        let darkness = (1.0 - pixel / mean).max(0.0);
+        Luma([(255.0 * (1.0 - CONTRAST * darkness)).clamp(0.0, 255.0) as u8])
     })
 }
 
@@ -179,7 +234,7 @@ mod tests {
     fn light_gray_text_survives_under_a_dark_band() {
         // A dark band on top, light-gray "text" on white below: a page-wide threshold would
         // lose the gray; the local one keeps it as ink and the white as paper.
-        let page = GrayImage::from_fn(300, 300, |x, y| {
+        let page = GrayImage::from_fn(SMALL_PAGE_WIDTH, 300, |x, y| {
             if y < 80 {
                 Luma([40])
             } else if (150..160).contains(&y) && (50..250).contains(&x) {
@@ -189,13 +244,13 @@ mod tests {
             }
         });
         let out = prepare(&png(&page), 1_000_000).expect("prepared");
-        assert_eq!(out.get_pixel(100, 155)[0], 0, "gray text is ink");
+        assert!(out.get_pixel(100, 155)[0] < INK, "gray text is ink");
         assert_eq!(out.get_pixel(100, 220)[0], 255, "white stays paper");
     }
 
     #[test]
     fn dark_mode_is_inverted() {
-        let page = GrayImage::from_fn(200, 200, |x, y| {
+        let page = GrayImage::from_fn(SMALL_PAGE_WIDTH, 200, |x, y| {
             if (90..100).contains(&y) && (20..180).contains(&x) {
                 Luma([230])
             } else {
@@ -203,7 +258,10 @@ mod tests {
             }
         });
         let out = prepare(&png(&page), 1_000_000).expect("prepared");
-        assert_eq!(out.get_pixel(100, 95)[0], 0, "light text becomes dark ink");
+        assert!(
+            out.get_pixel(100, 95)[0] < INK,
+            "light text becomes dark ink"
+        );
         assert_eq!(
             out.get_pixel(100, 20)[0],
             255,
@@ -232,6 +290,32 @@ mod tests {
             Luma([if (x + y) % 2 == 0 { 0 } else { 254 }])
         });
         assert_eq!(fit(checker).get_pixel(10, 10)[0], 127);
+    }
+
+    #[test]
+    fn a_small_screenshot_is_scaled_up_to_the_reading_width() {
+        // Dark text on white: the text stays text, the paper paper, at the new size.
+        let page = GrayImage::from_fn(540, 1170, |x, y| {
+            let text = (100..110).contains(&y) && (50..250).contains(&x);
+            Luma([if text { 30 } else { 250 }])
+        });
+        let out = prepare(&png(&page), 1_000_000).expect("prepared");
+        assert_eq!(out.dimensions(), (READ_WIDTH, 2340));
+        assert!(out.get_pixel(300, 209)[0] < INK, "text is ink");
+        assert_eq!(out.get_pixel(300, 400)[0], 255, "paper stays paper");
+        // Bilinear: a step between two pixels gets a middle value, the ends keep theirs.
+        let step = GrayImage::from_fn(500, 10, |x, _| Luma([if x < 250 { 0 } else { 200 }]));
+        let big = enlarge(step);
+        assert_eq!(big.width(), READ_WIDTH);
+        assert_eq!(big.get_pixel(0, 5)[0], 0);
+        assert_eq!(big.get_pixel(READ_WIDTH - 1, 5)[0], 200);
+        let middle = big.get_pixel(READ_WIDTH / 2, 5)[0];
+        assert!(middle > 0 && middle < 200, "{middle}");
+        // Wide pages, and a narrow page too long to enlarge, keep their size.
+        let wide = GrayImage::new(1080, 100);
+        assert_eq!(enlarge(wide).dimensions(), (1080, 100));
+        let scroll = GrayImage::new(600, 8_000);
+        assert_eq!(enlarge(scroll).dimensions(), (600, 8_000));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use super::lines::{Line, Rect};
-use super::shares::SHARE_LABEL;
+use super::shares::{OTHER_LABEL, SHARE_LABEL};
 
 static SIX_DIGITS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\d{6}").expect("valid regex"));
 /// Text that is no half of a fund's name: a long number (a code, an order) or a date.
@@ -15,8 +15,11 @@ static NOT_A_NAME: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\d{5}|\d{4}[-./年]\d{1,2}").expect("valid regex"));
 
 /// Words before a six-digit number that make it something other than a fund code.
-const NOT_A_CODE_BEFORE: [&str; 22] = [
+const NOT_A_CODE_BEFORE: [&str; 25] = [
     "订单",
+    "请码",
+    "推荐",
+    "优惠",
     "单号",
     "编号",
     "邀请",
@@ -93,7 +96,9 @@ pub(super) fn find_codes(lines: &[Line]) -> Vec<Code> {
                 .rev()
                 .collect();
             let before_compact: String = before.chars().filter(|c| !c.is_whitespace()).collect();
-            if NOT_A_CODE_BEFORE.iter().any(|w| before_compact.contains(w)) {
+            if NOT_A_CODE_BEFORE.iter().any(|w| before_compact.contains(w))
+                || is_misread_label(&text[..start])
+            {
                 continue;
             }
             let code = m.as_str().to_owned();
@@ -133,6 +138,10 @@ fn fund_name(lines: &[Line], li: usize, start: usize, code: Rect) -> (Option<Str
         let Some((name, rect)) = name_run(above, column) else {
             continue;
         };
+        // A figure's label (持有收益, 持仓市值) is no name.
+        if OTHER_LABEL.find_iter(&name).any(|m| m.end() == name.len()) {
+            continue;
+        }
         // The first half of a wrapped name: just above, starting where this line starts.
         let first_half = ai
             .checked_sub(1)
@@ -150,6 +159,16 @@ fn fund_name(lines: &[Line], li: usize, start: usize, code: Rect) -> (Option<Str
         };
     }
     (None, code.top)
+}
+
+/// Whether the text before a number, on its line, is a short Chinese label Tesseract read as
+/// Latin letters (邀请码 as `WAS` or `Bis`): two to four letters, a capital first, and nothing
+/// else.
+fn is_misread_label(before: &str) -> bool {
+    let before = before.trim();
+    (2..=4).contains(&before.len())
+        && before.starts_with(|c: char| c.is_ascii_uppercase())
+        && before.bytes().all(|b| b.is_ascii_alphabetic())
 }
 
 /// `text` without the words around a code, if Chinese is left.

@@ -40,6 +40,8 @@ impl Rect {
 pub(super) struct Word {
     pub(super) text: String,
     pub(super) rect: Rect,
+    /// Tesseract's confidence in the word, 0 to 100.
+    pub(super) conf: f32,
 }
 
 /// A line's text and, for each byte of it, the word it came from.
@@ -59,6 +61,16 @@ impl Line {
             rect = Some(rect.map_or(r, |acc| acc.union(r)));
         }
         rect.unwrap_or(self.rect)
+    }
+
+    /// The lowest confidence of the words under `text[start..end]`.
+    pub(super) fn span_conf(&self, start: usize, end: usize) -> f32 {
+        self.owner[start..end]
+            .iter()
+            .flatten()
+            .map(|&i| self.words[i].conf)
+            .reduce(f32::min)
+            .unwrap_or(0.0)
     }
 }
 
@@ -87,7 +99,8 @@ pub(super) fn lines_from_tsv(tsv: &str) -> Vec<Line> {
             grouped.push((key, Vec::new()));
             grouped.len() - 1
         });
-        grouped[slot].1.push(Word { text, rect });
+        let conf = num(10);
+        grouped[slot].1.push(Word { text, rect, conf });
     }
     grouped
         .into_iter()
@@ -148,21 +161,65 @@ fn normalize_chars(word: &str) -> String {
         .collect()
 }
 
-/// Letters Tesseract puts for digits inside a number (`1O0` → `100`); byte lengths stay the
-/// same, so the word map still holds.
+/// Letters Tesseract puts for digits inside a number (`1O0` → `100`, and `ooooo1` → `000001` for
+/// a whole token of digit-like letters with a digit in it); byte lengths stay the same, so the
+/// word map still holds.
 fn mend_digits(text: &str) -> String {
     let chars: Vec<char> = text.chars().collect();
     let digit_like = |c: char| c.is_ascii_digit() || matches!(c, ',' | '.');
+    let letter_digit = |c: char| matches!(c, 'O' | 'o' | 'l' | 'I' | '|');
+    let mend = |c: char| match c {
+        'O' | 'o' => '0',
+        'l' | 'I' | '|' => '1',
+        other => other,
+    };
+    // Whole tokens of digits and digit-like letters, not touching other letters.
+    let mut whole = vec![false; chars.len()];
+    let mut i = 0;
+    while i < chars.len() {
+        let start = i;
+        while i < chars.len() && (digit_like(chars[i]) || letter_digit(chars[i])) {
+            i += 1;
+        }
+        let run = &chars[start..i];
+        let bounded = |c: Option<&char>| c.is_none_or(|c| !c.is_ascii_alphanumeric());
+        if run.len() >= 3
+            && run.iter().any(char::is_ascii_digit)
+            && bounded(start.checked_sub(1).and_then(|p| chars.get(p)))
+            && bounded(chars.get(i))
+        {
+            whole[start..i].fill(true);
+        }
+        i = i.max(start + 1);
+    }
     let mut out = String::with_capacity(text.len());
     for (i, &c) in chars.iter().enumerate() {
         let before = i > 0 && chars[i - 1].is_ascii_digit();
         let after = chars.get(i + 1).is_some_and(|&n| digit_like(n));
-        let mended = match c {
-            'O' | 'o' if before && after => '0',
-            'l' | 'I' | '|' if before && after => '1',
-            other => other,
-        };
-        out.push(mended);
+        out.push(if whole[i] || (before && after) {
+            mend(c)
+        } else {
+            c
+        });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digit_like_letters_inside_numbers_are_mended() {
+        assert_eq!(mend_digits("1O0"), "100");
+        assert_eq!(mend_digits("ooooo1 56,789.12"), "000001 56,789.12");
+        assert_eq!(
+            mend_digits("代码:OO5827 代码OO5827"),
+            "代码:005827 代码005827"
+        );
+        assert_eq!(mend_digits("l2,345.6O"), "12,345.60");
+        // Words stay words.
+        assert_eq!(mend_digits("Cool100 Io Oil"), "Cool100 Io Oil");
+        assert_eq!(mend_digits("混合A 007119"), "混合A 007119");
+    }
 }

@@ -13,8 +13,11 @@
 //!    below in their column, down to the next text (one value for a card, one per row for a
 //!    table). A number nearer to another column's header (可用份额, 单位净值, 参考市值, 金额...)
 //!    is that column's, and a percentage is never a share.
-//! 4. Each value belongs to the fund on its own line, or else the nearest fund above it.
-//! 5. A fund left without a share says why in its `warnings`: the page does not guess.
+//! 4. Each value belongs to the fund on its own line, or to the table row it is level with (a
+//!    name wrapped onto two lines with the code under it), or else the nearest fund above it.
+//! 5. A fund left without a share says why in its `warnings`: the page does not guess. A share
+//!    whose digits Tesseract is less than 80% sure of is not reported either: a wrong share is
+//!    worse than none.
 
 mod codes;
 mod lines;
@@ -36,7 +39,8 @@ pub struct Fund {
     pub name: Option<String>,
     /// Why `hold_share` is null, when it is: `only_available_share` (the page shows 可用份额 or
     /// 冻结份额 but not the held share), `no_share_label` (no share label or column on the
-    /// page), `share_not_found` (the page has one, but no value of it belongs to this fund).
+    /// page), `share_not_found` (the page has one, but no value of it belongs to this fund),
+    /// `share_unreadable` (the fund's share is there, but Tesseract is unsure of its digits).
     #[serde(default)]
     pub warnings: Vec<String>,
 }
@@ -47,69 +51,92 @@ pub const ONLY_AVAILABLE_SHARE: &str = "only_available_share";
 pub const NO_SHARE_LABEL: &str = "no_share_label";
 /// The page labels a share, but no value of it belongs to this fund.
 pub const SHARE_NOT_FOUND: &str = "share_not_found";
+/// The fund's share is on the page, but Tesseract is not sure of its digits.
+pub const SHARE_UNREADABLE: &str = "share_unreadable";
+
+/// The least confidence (Tesseract's, 0 to 100) a share's digits need to be reported: below it, a
+/// digit may be misread (a blurred 1 as a 4), and a wrong share is worse than none.
+const MIN_SHARE_CONFIDENCE: f32 = 80.0;
 
 /// Every fund on the page, top to bottom.
 pub fn extract(tsv: &str) -> Vec<Fund> {
     let lines = lines_from_tsv(tsv);
     let codes = find_codes(&lines);
     let found = find_share_values(&lines, &codes);
-    let mut funds = assign(codes, found.values);
-    for fund in funds.iter_mut().filter(|f| f.hold_share.is_none()) {
-        let why = if found.held_label {
-            SHARE_NOT_FOUND
-        } else if found.other_share_label {
-            ONLY_AVAILABLE_SHARE
-        } else {
-            NO_SHARE_LABEL
+    let mut funds = Vec::new();
+    for (code, share) in assign(codes, found.values) {
+        let mut fund = Fund {
+            fund_code: code.code,
+            hold_share: None,
+            name: code.name,
+            warnings: Vec::new(),
         };
-        fund.warnings.push(why.to_owned());
+        match share {
+            Some(value) if value.conf >= MIN_SHARE_CONFIDENCE => {
+                fund.hold_share = Some(value.value)
+            }
+            Some(_) => fund.warnings.push(SHARE_UNREADABLE.to_owned()),
+            // A bare six-digit number with no fund name beside it and no share is more likely
+            // a code of something else whose label OCR misread than a fund.
+            None if fund.name.is_none() => continue,
+            None if found.held_label => fund.warnings.push(SHARE_NOT_FOUND.to_owned()),
+            None if found.other_share_label => fund.warnings.push(ONLY_AVAILABLE_SHARE.to_owned()),
+            None => fund.warnings.push(NO_SHARE_LABEL.to_owned()),
+        }
+        funds.push(fund);
     }
     funds
 }
 
-/// Gives each fund the value on its own line, or the nearest value below it before the next fund.
-fn assign(codes: Vec<Code>, values: Vec<ShareValue>) -> Vec<Fund> {
-    let mut shares: Vec<Option<(f32, String)>> = vec![None; codes.len()];
+/// Pairs each fund with the value on its own line, or in its table row, or else the nearest value
+/// below it before the next fund; in page order.
+fn assign(codes: Vec<Code>, values: Vec<ShareValue>) -> Vec<(Code, Option<ShareValue>)> {
+    let mut shares: Vec<Option<(f32, ShareValue)>> = vec![None; codes.len()];
     for value in values {
         let same_line = codes
             .iter()
             .position(|c| c.line == value.line || c.rect.same_row(&value.rect));
-        let owner = same_line.or_else(|| {
-            codes
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| c.anchor_top <= value.rect.top + 1.0)
-                .max_by(|(_, a), (_, b)| a.anchor_top.total_cmp(&b.anchor_top))
-                .map(|(i, _)| i)
-        });
+        let owner = same_line
+            .or_else(|| row_band(&codes, &value.rect))
+            .or_else(|| {
+                codes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.anchor_top <= value.rect.top + 1.0)
+                    .max_by(|(_, a), (_, b)| a.anchor_top.total_cmp(&b.anchor_top))
+                    .map(|(i, _)| i)
+            });
         if let Some(i) = owner {
             let distance = (value.rect.top - codes[i].anchor_top).abs();
             if shares[i].as_ref().is_none_or(|(d, _)| distance < *d) {
-                shares[i] = Some((distance, value.value));
+                shares[i] = Some((distance, value));
             }
         }
     }
-    let mut funds: Vec<(f32, f32, Fund)> = codes
+    let mut funds: Vec<(Code, Option<ShareValue>)> = codes
         .into_iter()
         .zip(shares)
-        .map(|(code, share)| {
-            (
-                code.anchor_top,
-                code.rect.left,
-                Fund {
-                    fund_code: code.code,
-                    hold_share: share.map(|(_, v)| v),
-                    name: code.name,
-                    warnings: Vec::new(),
-                },
-            )
-        })
+        .map(|(code, share)| (code, share.map(|(_, v)| v)))
         .collect();
-    // A bare six-digit number with no fund name beside it and no share is more likely a code
-    // of something else whose label OCR misread (邀请码 read as digits) than a fund.
-    funds.retain(|(_, _, f)| f.name.is_some() || f.hold_share.is_some());
-    funds.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
-    funds.into_iter().map(|(_, _, f)| f).collect()
+    funds.sort_by(|(a, _), (b, _)| {
+        a.anchor_top
+            .total_cmp(&b.anchor_top)
+            .then(a.rect.left.total_cmp(&b.rect.left))
+    });
+    funds
+}
+
+/// The fund whose table row holds `value`: its name starts above the value and its code sits
+/// below it (a bank table puts the figures level with a name wrapped onto two lines, and the
+/// code small under the name).
+fn row_band(codes: &[Code], value: &lines::Rect) -> Option<usize> {
+    let middle = (value.top + value.bottom) / 2.0;
+    codes
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.rect.top > middle && c.anchor_top - 1.5 * c.rect.height() <= middle)
+        .min_by(|(_, a), (_, b)| a.rect.top.total_cmp(&b.rect.top))
+        .map(|(i, _)| i)
 }
 
 #[cfg(test)]
@@ -363,5 +390,75 @@ mod tests {
             shares(&page),
             vec![("000001".into(), None, vec![ONLY_AVAILABLE_SHARE.into()])]
         );
+    }
+
+    /// A bank table as Tesseract returns it: each row's figures level with the name's first
+    /// line, its second line and the code below, and the rows 160 px apart (more than four
+    /// lines: only the names and codes between them keep the column going).
+    fn level_rows(values: [&str; 2]) -> String {
+        let mut words = vec![
+            (0, 20.0, 15.0, 160.0, 36.0, "我的持仓"),
+            (1, 20.0, 60.0, 80.0, 28.0, "Bis"),
+            (1, 110.0, 60.0, 100.0, 28.0, "583920"),
+            (2, 20.0, 100.0, 150.0, 30.0, "基金名称"),
+            (2, 300.0, 100.0, 60.0, 30.0, "份额"),
+            (2, 560.0, 100.0, 120.0, 30.0, "可用份额"),
+        ];
+        let rows = [
+            ("易方达蓝筹", "精选混合", "005827"),
+            ("华夏成长", "混合", "000001"),
+        ];
+        for (row, ((first, second, code), value)) in rows.iter().zip(values).enumerate() {
+            let top = 170.0 + 160.0 * row as f32;
+            let line = 3 + 4 * row as u32;
+            words.push((line, 20.0, top, 170.0, 30.0, first));
+            words.push((line + 1, 20.0, top + 30.0, 10.0, 30.0, "o_o"));
+            words.push((line + 1, 302.0, top + 30.0, 130.0, 30.0, value));
+            words.push((line + 1, 562.0, top + 30.0, 130.0, 30.0, "1,000.00"));
+            words.push((line + 2, 20.0, top + 50.0, 120.0, 30.0, second));
+            words.push((line + 3, 20.0, top + 95.0, 80.0, 22.0, code));
+        }
+        tsv(&words)
+    }
+
+    #[test]
+    fn figures_level_with_a_wrapped_name_belong_to_the_code_below_them() {
+        // The code sits below its row's figures: the row, not the nearest code above, owns
+        // them. A misread invitation code (`Bis 583920`) is no fund.
+        let page = level_rows(["12,345.67", "56,789.12"]);
+        assert_eq!(
+            shares(&page),
+            vec![held("005827", "12345.67"), held("000001", "56789.12")]
+        );
+    }
+
+    #[test]
+    fn a_share_tesseract_is_unsure_of_is_not_reported() {
+        let page =
+            level_rows(["12,345.67", "56,789.12"]).replace("\t90\t56,789.12", "\t62\t56,789.12");
+        assert_eq!(
+            shares(&page),
+            vec![
+                held("005827", "12345.67"),
+                ("000001".into(), None, vec![SHARE_UNREADABLE.into()])
+            ]
+        );
+    }
+
+    #[test]
+    fn a_number_a_column_away_from_a_label_is_not_its_value() {
+        // A blurred `持有金额` read as `98`: far from the share label, so the share is the
+        // number under the label, not the `98`. A figure's label above a code is no name.
+        let page = tsv(&[
+            (1, 40.0, 100.0, 300.0, 40.0, "华夏成长混合"),
+            (2, 40.0, 160.0, 120.0, 30.0, "000001"),
+            (3, 40.0, 220.0, 120.0, 30.0, "持有份额"),
+            (3, 420.0, 220.0, 40.0, 30.0, "98"),
+            (4, 40.0, 270.0, 160.0, 36.0, "56,789.12"),
+            (4, 420.0, 270.0, 160.0, 36.0, "61,002.30"),
+            (5, 420.0, 330.0, 120.0, 30.0, "持有收益"),
+            (6, 440.0, 380.0, 100.0, 30.0, "007119"),
+        ]);
+        assert_eq!(shares(&page), vec![held("000001", "56789.12")]);
     }
 }

@@ -18,7 +18,7 @@ pub(super) static SHARE_LABEL: LazyLock<Regex> = LazyLock::new(|| {
 });
 /// Labels and column headers of the other numbers near a share: shares not held (available,
 /// frozen), prices and NAVs, amounts, returns, rates, dates.
-static OTHER_LABEL: LazyLock<Regex> = LazyLock::new(|| {
+pub(super) static OTHER_LABEL: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
         r"可用份额|冻结份额|确认份额|赎回份额|单位净值|累计净值|最新净值|净值|参考市值|持仓市值|市值|持有金额|持仓金额|金额|持有收益|累计收益|收益率|收益|盈亏|最新价|现价|成本价|成本|价格|涨跌幅|涨幅|占比|日期",
     )
@@ -46,7 +46,12 @@ pub(super) struct ShareValue {
     pub(super) value: String,
     pub(super) line: usize,
     pub(super) rect: Rect,
+    /// Tesseract's lowest confidence in the value's words.
+    pub(super) conf: f32,
 }
+
+/// The most digits a share's whole part has: a longer number is an order or account number.
+const MAX_SHARE_DIGITS: usize = 10;
 
 /// A share-like number: `12,345.67`, `12345.67`, `12345` (separators checked, not guessed).
 fn share_number(raw: &str) -> Option<String> {
@@ -71,6 +76,9 @@ fn share_number(raw: &str) -> Option<String> {
         return None;
     }
     let mut value: String = groups.concat();
+    if value.len() > MAX_SHARE_DIGITS {
+        return None;
+    }
     if let Some(frac) = frac {
         if frac.is_empty() || !frac.bytes().all(|b| b.is_ascii_digit()) {
             return None;
@@ -89,6 +97,10 @@ fn numbers(line: &Line) -> Vec<(usize, usize, String)> {
         .filter(|m| is_whole(&line.text, m.start(), m.end()) && !is_percent(&line.text, m.end()))
         .filter_map(|m| share_number(m.as_str()).map(|v| (m.start(), m.end(), v)))
         .collect()
+}
+
+fn is_cjk(c: char) -> bool {
+    ('\u{4e00}'..='\u{9fff}').contains(&c)
 }
 
 /// Whether `text[start..end]` stands alone: no letter or digit touches it on either side.
@@ -128,29 +140,35 @@ pub(super) fn find_share_values(lines: &[Line], codes: &[Code]) -> ShareFindings
                 continue;
             }
             found.held_label = true;
-            // Right after the label on the same line.
+            let label_rect = line.span_rect(label.start(), label.end());
+            // Right after the label on the same line (a number a column away is another
+            // column's: the label heads its own).
             let after = &line.text[label.end()..];
             let skipped = after.len()
                 - after
                     .trim_start_matches(|c: char| c.is_whitespace() || c == ':')
                     .len();
             let start = label.end() + skipped;
-            if let Some(m) = NUMBER.find(&line.text[start..]).filter(|m| m.start() == 0) {
+            let next = NUMBER.find(&line.text[start..]).filter(|m| {
+                let rect = line.span_rect(start + m.start(), start + m.end());
+                m.start() == 0 && rect.left - label_rect.right <= 3.0 * label_rect.height()
+            });
+            if let Some(m) = next {
                 let end = start + m.end();
                 if is_percent(&line.text, end) || !is_whole(&line.text, start, end) {
                     continue;
                 }
                 if let Some(value) = share_number(m.as_str()) {
-                    let rect = line.span_rect(start, start + m.end());
+                    let rect = line.span_rect(start, end);
                     found.values.push(ShareValue {
                         value,
                         line: li,
                         rect,
+                        conf: line.span_conf(start, end),
                     });
                     continue;
                 }
             }
-            let label_rect = line.span_rect(label.start(), label.end());
             let others = other_headers(lines, label_rect);
             found
                 .values
@@ -209,6 +227,8 @@ fn column_values(
             })
             .collect();
         if in_column.is_empty() {
+            // Text elsewhere on the row (a name, a code): the table goes on.
+            last_bottom = last_bottom.max(line.rect.bottom);
             continue;
         }
         let is_code = codes.iter().any(|c| {
@@ -219,19 +239,32 @@ fn column_values(
         });
         let best = numbers(line)
             .into_iter()
-            .map(|(s, e, v)| (line.span_rect(s, e), v))
+            .map(|(s, e, v)| (line.span_rect(s, e), (v, line.span_conf(s, e))))
             .filter(|(r, _)| r.right > left && r.left < right && nearest_is_label(r))
             .min_by(|(a, _), (b, _)| {
                 (a.center_x() - label.center_x())
                     .abs()
                     .total_cmp(&(b.center_x() - label.center_x()).abs())
             });
+        // Text beside the column that does not reach under the label (a long name) does
+        // not end it, nor do specks read as punctuation or letters (`o_o`); Chinese text or a
+        // number under the label does.
+        let under_label = line.words.iter().any(|w| {
+            w.rect.right > label.left
+                && w.rect.left < label.right
+                && w.text.chars().any(|c| c.is_ascii_digit() || is_cjk(c))
+        });
         match best {
-            Some((rect, value)) if !is_code => {
+            None if !is_code && !under_label => {
+                last_bottom = last_bottom.max(line.rect.bottom);
+                continue;
+            }
+            Some((rect, (value, conf))) if !is_code => {
                 out.push(ShareValue {
                     value,
                     line: li,
                     rect,
+                    conf,
                 });
                 last_bottom = rect.bottom;
             }
@@ -251,5 +284,6 @@ mod tests {
         assert_eq!(share_number("12.345.67").as_deref(), Some("12345.67"));
         assert_eq!(share_number("500").as_deref(), Some("500"));
         assert_eq!(share_number("1,23,4"), None);
+        assert_eq!(share_number("20240601883920"), None, "an order number");
     }
 }
