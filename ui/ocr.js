@@ -117,6 +117,14 @@ export function ocrTurn(previewUrl, name) {
   };
 }
 
+/** Why a fund's share is empty (the `warnings` of POST /ocr), in words. */
+const SHARE_WARNINGS = {
+  only_available_share: "only 可用份额 shown",
+  no_share_label: "no share label on the page",
+  share_not_found: "not found",
+  share_unreadable: "unclear: please check",
+};
+
 /**
  * The funds of OCR result `id` as a table whose codes and shares can be corrected: "Save"
  * sends every row with PATCH /ocr/{id} (`update_funds`; the first row is also the result's own
@@ -127,6 +135,9 @@ export function fundsTable(id, funds) {
   const fields = funds.map((fund) => {
     const code = input(fund.fund_code ?? "", "Fund code", "\\d{6}", "numeric");
     const share = input(fund.hold_share ?? "", "Held shares", "[0-9.]*", "decimal");
+    // A share not reported says why, in the empty field, for the user to fill in.
+    const why = (fund.warnings ?? []).map((w) => SHARE_WARNINGS[w] ?? w).join("; ");
+    if (fund.hold_share == null && why) share.placeholder = share.title = why;
     const row = el("tr", null, el("td", null, code), el("td", null, share), el("td", null, fund.name ?? ""));
     row.dataset.fundCode = fund.fund_code ?? "";
     body.append(row);
