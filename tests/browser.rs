@@ -27,6 +27,8 @@ use binary::{chat_proxy, private_override, serve_peer, shipped_config, start_lis
 
 const KEY: &str = "browser-test-key-0123456789";
 const FUND_CODE: &str = "005827";
+/// The fund of the screenshot that shows only its available share (可用份额).
+const AVAILABLE_CODE: &str = "000001";
 /// The whole browser run; each of its waits is shorter.
 const RUN_LIMIT: Duration = Duration::from_secs(240);
 
@@ -104,6 +106,12 @@ fn the_chat_page_works_in_chromium() {
         fixtures::holding_card("易方达蓝筹精选混合", FUND_CODE, "12,345.67"),
     )
     .expect("write the screenshot");
+    let available = dir.path().join("available.png");
+    std::fs::write(
+        &available,
+        fixtures::detail_card("华夏成长混合", AVAILABLE_CODE, "可用份额", "8,000.00"),
+    )
+    .expect("write the screenshot");
     let local = private_override(
         dir.path(),
         &format!(
@@ -125,6 +133,8 @@ fn the_chat_page_works_in_chromium() {
         .env("SCREENSHOTS", &screenshots)
         .env("FIXTURE_IMAGE", &fixture)
         .env("FIXTURE_CODE", FUND_CODE)
+        .env("FIXTURE_AVAILABLE", &available)
+        .env("FIXTURE_AVAILABLE_CODE", AVAILABLE_CODE)
         .spawn()
         .expect("node runs (Node.js 18 or newer)");
     let started = Instant::now();

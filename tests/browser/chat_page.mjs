@@ -4,6 +4,7 @@
 //   API_KEY        the proxy's client key   CHROMIUM      the browser binary
 //   PLAYWRIGHT     playwright-core's folder SCREENSHOTS   where PNGs are saved
 //   FIXTURE_IMAGE  a fund screenshot        FIXTURE_CODE  its fund code
+//   FIXTURE_AVAILABLE  a screenshot with only 可用份额, FIXTURE_AVAILABLE_CODE  its fund code
 // Each check prints a line; the first failure ends the run with a non-zero status.
 
 import assert from "node:assert/strict";
@@ -21,6 +22,8 @@ const key = env("API_KEY");
 const shots = env("SCREENSHOTS");
 const fixture = env("FIXTURE_IMAGE");
 const fixtureCode = env("FIXTURE_CODE");
+const availableOnly = env("FIXTURE_AVAILABLE");
+const availableCode = env("FIXTURE_AVAILABLE_CODE");
 const { chromium } = createRequire(import.meta.url)(env("PLAYWRIGHT"));
 
 const step = (text) => console.log(`- ${text}`);
@@ -292,6 +295,19 @@ try {
   assert.equal(stored.update_fund_code, fixtureCode);
   await page.screenshot({ path: path.join(shots, "ocr.png") });
   step(`an uploaded screenshot shows fund ${fixtureCode}; the correction is read back by GET /ocr/${ocrId}`);
+
+  // A page with only the available share: no share, and the empty field says why.
+  await page.click("#new-chat");
+  await page.setInputFiles("#file-input", availableOnly);
+  await page.locator("#attachment").waitFor({ state: "visible" });
+  await page.click("#read-it");
+  const unread = page.locator(".turn.ocr").last().locator("table.funds tbody tr").first().locator("input");
+  await unread.first().waitFor({ timeout: 30000 });
+  assert.equal(await unread.first().inputValue(), availableCode);
+  assert.equal(await unread.nth(1).inputValue(), "");
+  assert.equal(await unread.nth(1).getAttribute("placeholder"), "only 可用份额 shown");
+  await page.screenshot({ path: path.join(shots, "ocr-available-only.png") });
+  step(`a screenshot with only 可用份额 gives fund ${availableCode} no share, and the field says why`);
 
   // "Ask about it": the image goes with the question, and the page shows the tool at work.
   await page.evaluate(() => {

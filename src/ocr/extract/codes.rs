@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::lines::{Line, Rect};
+use super::lines::{Line, Rect, is_cjk};
 use super::shares::{OTHER_LABEL, SHARE_LABEL};
 
 static SIX_DIGITS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\d{6}").expect("valid regex"));
@@ -54,11 +54,9 @@ pub(super) struct Code {
     pub(super) anchor_top: f32,
 }
 
+/// Whether `text` has Chinese in it: two characters or more.
 fn has_cjk(text: &str) -> bool {
-    text.chars()
-        .filter(|c| ('\u{4e00}'..='\u{9fff}').contains(c))
-        .count()
-        >= 2
+    text.chars().filter(|&c| is_cjk(c)).count() >= 2
 }
 
 pub(super) fn find_codes(lines: &[Line]) -> Vec<Code> {

@@ -145,6 +145,11 @@ fn build_line(words: Vec<Word>) -> Line {
     }
 }
 
+/// A CJK unified ideograph (Chinese text).
+pub(super) fn is_cjk(c: char) -> bool {
+    ('\u{4e00}'..='\u{9fff}').contains(&c)
+}
+
 /// Full-width digits and punctuation to ASCII.
 fn normalize_chars(word: &str) -> String {
     word.chars()

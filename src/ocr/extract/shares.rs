@@ -11,7 +11,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use super::codes::Code;
-use super::lines::{Line, Rect};
+use super::lines::{Line, Rect, is_cjk};
 
 pub(super) static SHARE_LABEL: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"持有份额|持仓份额|当前份额|份额(?:[(]份[)]?)?").expect("valid regex")
@@ -97,10 +97,6 @@ fn numbers(line: &Line) -> Vec<(usize, usize, String)> {
         .filter(|m| is_whole(&line.text, m.start(), m.end()) && !is_percent(&line.text, m.end()))
         .filter_map(|m| share_number(m.as_str()).map(|v| (m.start(), m.end(), v)))
         .collect()
-}
-
-fn is_cjk(c: char) -> bool {
-    ('\u{4e00}'..='\u{9fff}').contains(&c)
 }
 
 /// Whether `text[start..end]` stands alone: no letter or digit touches it on either side.
