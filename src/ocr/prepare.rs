@@ -30,8 +30,8 @@ const FORMATS: [ImageFormat; 6] = [
 /// neighbourhood's brightness becomes black, and light-gray text a strong gray.
 const CONTRAST: f32 = 2.0;
 /// Pixels darker than this are ink, for the bars below: light-gray text comes out of
-/// [`flatten`] at about 150, a speck of JPEG noise above 220.
-pub const INK: u8 = 200;
+/// [`flatten`] at 150 or darker, a speck of JPEG noise above 220.
+const INK: u8 = 200;
 
 /// The most pixels a page is recognised at; a larger image is scaled down to it first. A phone
 /// screenshot (1440x3200 is 4.6 M) and a long scrolling capture (1080x11000) keep every pixel;
