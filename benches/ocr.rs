@@ -134,6 +134,10 @@ async fn run() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("holdings-1080x2340.png");
     std::fs::write(&path, &png).expect("write image");
+    // To repeat the CLI's figures by hand: CHAT_PROXY_BENCH_OCR_PAGE=/tmp/page.png keeps a copy.
+    if let Some(copy) = std::env::var_os("CHAT_PROXY_BENCH_OCR_PAGE") {
+        std::fs::write(copy, &png).expect("write the page's copy");
+    }
     println!(
         "image: {WIDTH}x{HEIGHT} PNG, {} KB; the pipeline's workers run with OMP_THREAD_LIMIT=1",
         png.len() / 1024

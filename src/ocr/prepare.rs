@@ -12,7 +12,7 @@
 
 use std::io::Cursor;
 
-use image::{GrayImage, ImageFormat, ImageReader, Luma};
+use image::{GrayImage, ImageFormat, ImageReader};
 
 use super::OcrError;
 
@@ -159,13 +159,14 @@ fn enlarge(gray: GrayImage) -> GrayImage {
 /// Rows that are almost all ink are no text: they are the edge of a coloured band, which the
 /// local flattening turns into a solid bar that Tesseract reads as junk. They become paper.
 fn clear_bars(page: &mut GrayImage) {
-    let (w, h) = page.dimensions();
-    for y in 0..h {
-        let ink = (0..w).filter(|&x| page.get_pixel(x, y)[0] < INK).count();
-        if ink * 10 >= w as usize * 9 {
-            for x in 0..w {
-                page.put_pixel(x, y, Luma([255]));
-            }
+    let width = page.width() as usize;
+    if width == 0 {
+        return;
+    }
+    for row in page.chunks_exact_mut(width) {
+        let ink = row.iter().filter(|&&p| p < INK).count();
+        if ink * 10 >= width * 9 {
+            row.fill(255);
         }
     }
 }
@@ -188,38 +189,55 @@ pub fn flatten(gray: &GrayImage) -> GrayImage {
     if wu == 0 || hu == 0 {
         return gray.clone();
     }
+    let source = gray.as_raw();
     // `u32` sums, half the memory of `u64`: they wrap on a large page, but a window's sum is
-    // far below 2^32, and modular arithmetic gives it exactly.
-    let mut integral = vec![0u32; (wu + 1) * (hu + 1)];
-    for y in 0..hu {
+    // far below 2^32, and modular arithmetic gives it exactly. Row y + 1 of the integral holds
+    // the sums over source rows 0..=y.
+    let stride = wu + 1;
+    let mut integral = vec![0u32; stride * (hu + 1)];
+    for (y, pixels) in source.chunks_exact(wu).enumerate() {
+        let (above, below) = integral.split_at_mut((y + 1) * stride);
+        let (above, current) = (&above[y * stride..], &mut below[..stride]);
         let mut row = 0u32;
-        for x in 0..wu {
-            row = row.wrapping_add(u32::from(gray.get_pixel(x as u32, y as u32)[0]));
-            integral[(y + 1) * (wu + 1) + x + 1] = integral[y * (wu + 1) + x + 1].wrapping_add(row);
+        for (x, &p) in pixels.iter().enumerate() {
+            row = row.wrapping_add(u32::from(p));
+            current[x + 1] = above[x + 1].wrapping_add(row);
         }
     }
     let radius = (w.min(h) / 30).max(8) as usize;
-    GrayImage::from_fn(w, h, |x, y| {
-        let (x, y) = (x as usize, y as usize);
-        let x0 = x.saturating_sub(radius);
+    let mut out = vec![0u8; wu * hu];
+    for (y, (pixels, flat)) in source
+        .chunks_exact(wu)
+        .zip(out.chunks_exact_mut(wu))
+        .enumerate()
+    {
         let y0 = y.saturating_sub(radius);
-        let x1 = (x + radius + 1).min(wu);
         let y1 = (y + radius + 1).min(hu);
-        let area = ((x1 - x0) * (y1 - y0)) as f32;
-        // Modular arithmetic: the true sum is in range, so the wrapped terms cancel out.
-        let sum = integral[y1 * (wu + 1) + x1]
-            .wrapping_add(integral[y0 * (wu + 1) + x0])
-            .wrapping_sub(integral[y0 * (wu + 1) + x1])
-            .wrapping_sub(integral[y1 * (wu + 1) + x0]);
-        let mean = (sum as f32 / area).max(1.0);
-        let pixel = f32::from(gray.get_pixel(x as u32, y as u32)[0]);
-        let darkness = (1.0 - pixel / mean).max(0.0);
-        Luma([(255.0 * (1.0 - CONTRAST * darkness)).clamp(0.0, 255.0) as u8])
-    })
+        let (top, bottom) = (
+            &integral[y0 * stride..][..stride],
+            &integral[y1 * stride..][..stride],
+        );
+        for (x, (&p, flat)) in pixels.iter().zip(flat.iter_mut()).enumerate() {
+            let x0 = x.saturating_sub(radius);
+            let x1 = (x + radius + 1).min(wu);
+            let area = ((x1 - x0) * (y1 - y0)) as f32;
+            // Modular arithmetic: the true sum is in range, so the wrapped terms cancel out.
+            let sum = bottom[x1]
+                .wrapping_add(top[x0])
+                .wrapping_sub(top[x1])
+                .wrapping_sub(bottom[x0]);
+            let mean = (sum as f32 / area).max(1.0);
+            let darkness = (1.0 - f32::from(p) / mean).max(0.0);
+            *flat = (255.0 * (1.0 - CONTRAST * darkness)).clamp(0.0, 255.0) as u8;
+        }
+    }
+    GrayImage::from_raw(w, h, out).expect("the buffer is w x h")
 }
 
 #[cfg(test)]
 mod tests {
+    use image::Luma;
+
     use super::*;
 
     fn png(image: &GrayImage) -> Vec<u8> {
@@ -335,5 +353,30 @@ mod tests {
             prepare(&truncated, 1_000_000),
             Err(OcrError::Undecodable(_))
         ));
+    }
+
+    #[test]
+    fn flatten_is_each_pixel_against_the_mean_of_its_square() {
+        // Noise with a gradient, on a page not square: the integral image must give exactly the
+        // window sums a direct count gives, at the edges too.
+        let mut seed = 7u32;
+        let page = GrayImage::from_fn(97, 61, |x, y| {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            Luma([((seed >> 16) % 96) as u8 + (x + y) as u8])
+        });
+        let flat = flatten(&page);
+        let radius = 8;
+        for (x, y, p) in page.enumerate_pixels() {
+            let (x0, y0) = (x.saturating_sub(radius), y.saturating_sub(radius));
+            let (x1, y1) = ((x + radius + 1).min(97), (y + radius + 1).min(61));
+            let sum: u32 = (y0..y1)
+                .flat_map(|yy| (x0..x1).map(move |xx| (xx, yy)))
+                .map(|(xx, yy)| u32::from(page.get_pixel(xx, yy)[0]))
+                .sum();
+            let mean = (sum as f32 / ((x1 - x0) * (y1 - y0)) as f32).max(1.0);
+            let darkness = (1.0 - f32::from(p[0]) / mean).max(0.0);
+            let want = (255.0 * (1.0 - CONTRAST * darkness)).clamp(0.0, 255.0) as u8;
+            assert_eq!(flat.get_pixel(x, y)[0], want, "at {x},{y}");
+        }
     }
 }
