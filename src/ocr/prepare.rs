@@ -379,4 +379,19 @@ mod tests {
             assert_eq!(flat.get_pixel(x, y)[0], want, "at {x},{y}");
         }
     }
+
+    #[test]
+    fn rows_almost_all_ink_become_paper_and_text_rows_stay() {
+        // Row 1 is a bar (95% ink), row 3 text (half ink); the rest is paper.
+        let mut page = GrayImage::from_fn(40, 5, |x, y| match y {
+            1 if x >= 2 => Luma([10]),
+            3 if x % 2 == 0 => Luma([10]),
+            _ => Luma([255]),
+        });
+        let text_row: Vec<u8> = page.rows().nth(3).expect("row 3").map(|p| p[0]).collect();
+        clear_bars(&mut page);
+        assert!(page.rows().nth(1).expect("row 1").all(|p| p[0] == 255));
+        let after: Vec<u8> = page.rows().nth(3).expect("row 3").map(|p| p[0]).collect();
+        assert_eq!(after, text_row);
+    }
 }
