@@ -69,6 +69,8 @@ pub fn router(state: AppState) -> Router {
         routes
     };
     let routes = routes
+        // After every route: it applies to the routes registered before it.
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
@@ -128,6 +130,15 @@ fn cors(config: &CorsConfig) -> Option<CorsLayer> {
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+/// The endpoint exists but not with this method; axum adds the `Allow` header.
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take this method; the Allow header lists the ones it takes",
+    )
 }
 
 /// The body limit of the OCR routes: uploads carry the image itself, so room for it plus the

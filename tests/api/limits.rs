@@ -154,6 +154,44 @@ async fn cors_is_off_by_default() {
 }
 
 #[tokio::test]
+async fn a_wrong_method_is_a_json_405_that_names_the_allowed_ones() {
+    let app = spawn_app_with(MockKnobs::default(), |_| {}).await;
+    for (method, path, allowed) in [
+        (reqwest::Method::GET, "/answer", "POST"),
+        (reqwest::Method::PUT, "/v1/models", "GET"),
+        (reqwest::Method::DELETE, "/health", "GET"),
+    ] {
+        let response = app
+            .client
+            .request(method.clone(), app.url(path))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 405, "{method} {path}");
+        let allow = response
+            .headers()
+            .get("allow")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(allow.contains(allowed), "{method} {path}: Allow {allow:?}");
+        let body: serde_json::Value = response.json().await.expect("a JSON body");
+        assert_eq!(
+            body["error"]["code"], "method_not_allowed",
+            "{method} {path}: {body}"
+        );
+    }
+    // A path that does not exist at all is still 404.
+    let missing = app
+        .client
+        .get(app.url("/no-such-endpoint"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(missing.status(), 404);
+}
+
+#[tokio::test]
 async fn cors_preflight_allows_configured_origins_only_and_needs_no_key() {
     const KEY: &str = "client-key-0123456789";
     let app = spawn_app_with(MockKnobs::default(), |c| {
