@@ -135,7 +135,9 @@ impl Waiter {
     pub async fn wait(self) -> Result<UpstreamPermit, QueueError> {
         match self {
             Self::Local(waiter) => waiter.wait().await.map(UpstreamPermit::Local),
-            Self::Shared(waiter) => waiter.wait().await.map(UpstreamPermit::Shared),
+            // Boxed: the shared wait's state is three times the local one's, and every
+            // exchange's state would be as large as the largest, clustered or not.
+            Self::Shared(waiter) => Box::pin(waiter.wait()).await.map(UpstreamPermit::Shared),
         }
     }
 }

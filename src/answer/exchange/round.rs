@@ -33,7 +33,9 @@ impl Exchange {
         let opened = tokio::select! {
             biased;
             () = WhenWoken::new(permit.lost()) => return Err(Ended::Failed(ExchangeError::PermitLost)),
-            opened = self.outbox.guarded(upstream.open(messages, tools, call)) => opened,
+            // Boxed: the opening (retries, the error body) is larger than the streaming
+            // that follows, and the round's state would keep that size to its end.
+            opened = Box::pin(self.outbox.guarded(upstream.open(messages, tools, call))) => opened,
         };
         let mut chunks = opened?.map_err(upstream_error)?;
         // The round's text is the end of the answer from here on.
