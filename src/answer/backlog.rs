@@ -1,19 +1,21 @@
 //! What an exchange has handed its client and the client has not taken yet.
 //!
 //! An exchange reads the upstream at the upstream's pace, whatever its client does, so that a
-//! client that stops reading cannot keep a permit. The events wait for the client in an
-//! unbounded channel whose size is kept here: at most `limits.max_buffered_answer_bytes` per
+//! client that stops reading cannot keep a permit. The events wait for the client in a queue
+//! kept here with their size: at most `limits.max_buffered_answer_bytes` per
 //! exchange, and `limits.max_buffered_answer_bytes_total` over all of them. An exchange whose
 //! client lets its backlog fill, or takes nothing from it for `server.client_write_timeout_ms`,
 //! ends as `client_too_slow` (see [`Backlog::stalled`]).
 
+use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc};
+use futures::task::AtomicWaker;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::events::AnswerEvent;
@@ -63,6 +65,23 @@ pub(super) struct Backlog {
     epoch: Instant,
     /// Wakes an exchange waiting for its client to take everything.
     drained: Notify,
+    /// The events themselves. A queue of its own rather than a channel: tokio's unbounded
+    /// channel costs 1.4 KiB per exchange before its first event (its state in 128-byte
+    /// lines and a first block of 32 slots), this about 100 bytes.
+    queue: Mutex<Queue>,
+    /// The client's task, woken when an event arrives or the last sender is dropped.
+    reader: AtomicWaker,
+    /// Set when the client's end is dropped: nothing sent from then on is read.
+    reader_gone: AtomicBool,
+    /// Wakes an exchange waiting for its client to leave.
+    reader_left: Notify,
+}
+
+#[derive(Debug)]
+struct Queue {
+    events: VecDeque<AnswerEvent>,
+    /// The [`Sender`]s alive: with none left and no event, the client's end has ended.
+    senders: usize,
 }
 
 impl Backlog {
@@ -73,7 +92,22 @@ impl Backlog {
             progress_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             drained: Notify::new(),
+            queue: Mutex::new(Queue {
+                events: VecDeque::new(),
+                senders: 0,
+            }),
+            reader: AtomicWaker::new(),
+            reader_gone: AtomicBool::new(false),
+            reader_left: Notify::new(),
         })
+    }
+
+    /// The queue. A panic while it was held left it whole (each change is one call), so a
+    /// poisoned lock is taken as it is.
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn now_ms(&self) -> u64 {
@@ -164,24 +198,111 @@ pub(super) fn weight(event: &AnswerEvent) -> usize {
     }
 }
 
+/// The queue of `backlog`: the exchange's end, and the client's.
+pub(super) fn channel(backlog: Arc<Backlog>) -> (Sender, AnswerEvents) {
+    backlog.queue().senders = 1;
+    let sender = Sender {
+        backlog: backlog.clone(),
+    };
+    (sender, AnswerEvents { backlog })
+}
+
+/// The exchange's end of its events. The client's end ends once every clone is dropped and
+/// every event taken.
+#[derive(Debug)]
+pub(super) struct Sender {
+    backlog: Arc<Backlog>,
+}
+
+impl Sender {
+    /// Queues `event` for the client, or gives it back if the client is gone. Its weight is
+    /// the caller's to count.
+    pub(super) fn send(&self, event: AnswerEvent) -> Result<(), AnswerEvent> {
+        let backlog = &*self.backlog;
+        {
+            let mut queue = backlog.queue();
+            // Checked under the lock the client's end drains with when it is dropped: an event
+            // is either given back here or drained there, never left behind.
+            if backlog.reader_gone.load(Ordering::Acquire) {
+                return Err(event);
+            }
+            queue.events.push_back(event);
+        }
+        backlog.reader.wake();
+        Ok(())
+    }
+
+    /// Whether the client's end is gone.
+    pub(super) fn is_closed(&self) -> bool {
+        self.backlog.reader_gone.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the client's end is gone.
+    pub(super) async fn closed(&self) {
+        let backlog = &*self.backlog;
+        loop {
+            let notified = backlog.reader_left.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the flag is read: a leaving client from now on wakes it.
+            notified.as_mut().enable();
+            if self.is_closed() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Clone for Sender {
+    fn clone(&self) -> Self {
+        self.backlog.queue().senders += 1;
+        Self {
+            backlog: self.backlog.clone(),
+        }
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        let last = {
+            let mut queue = self.backlog.queue();
+            queue.senders -= 1;
+            queue.senders == 0
+        };
+        if last {
+            self.backlog.reader.wake();
+        }
+    }
+}
+
 /// The client's end of an exchange: its events, in order. Taking one frees its bytes.
 #[derive(Debug)]
 pub struct AnswerEvents {
-    rx: mpsc::UnboundedReceiver<AnswerEvent>,
     backlog: Arc<Backlog>,
 }
 
 impl AnswerEvents {
-    pub(super) fn new(rx: mpsc::UnboundedReceiver<AnswerEvent>, backlog: Arc<Backlog>) -> Self {
-        Self { rx, backlog }
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<AnswerEvent>> {
+        if let Some(polled) = self.try_recv() {
+            return polled;
+        }
+        // Registered before looking again: an event sent from now on wakes this task.
+        self.backlog.reader.register(cx.waker());
+        self.try_recv().unwrap_or(Poll::Pending)
     }
 
-    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<AnswerEvent>> {
-        let polled = self.rx.poll_recv(cx);
-        if let Poll::Ready(Some(event)) = &polled {
-            self.backlog.take(weight(event));
-        }
-        polled
+    /// The next event, the end, or `None` when the exchange may still send.
+    fn try_recv(&mut self) -> Option<Poll<Option<AnswerEvent>>> {
+        let next = {
+            let mut queue = self.backlog.queue();
+            match queue.events.pop_front() {
+                Some(event) => Some(event),
+                None if queue.senders == 0 => return Some(Poll::Ready(None)),
+                None => None,
+            }
+        }?;
+        self.backlog.take(weight(&next));
+        Some(Poll::Ready(Some(next)))
     }
 
     pub fn recv(&mut self) -> impl Future<Output = Option<AnswerEvent>> + '_ {
@@ -190,48 +311,44 @@ impl AnswerEvents {
 }
 
 impl Drop for AnswerEvents {
-    /// The events left unread are dropped with the channel: their bytes go back to the shared
-    /// budget. The backlog keeps counting them, so the exchange sees they were never taken.
+    /// The events left unread are dropped with the client's end: their bytes go back to the
+    /// shared budget. The backlog keeps counting them, so the exchange sees they were never
+    /// taken.
     fn drop(&mut self) {
-        self.rx.close();
-        while let Ok(event) = self.rx.try_recv() {
-            self.backlog
+        let backlog = &*self.backlog;
+        backlog.reader_gone.store(true, Ordering::Release);
+        let unread = std::mem::take(&mut backlog.queue().events);
+        for event in unread {
+            backlog
                 .budget
                 .used
                 .fetch_sub(weight(&event), Ordering::Relaxed);
         }
+        backlog.reader_left.notify_waiters();
     }
 }
 
 /// A client's end fed by hand, for tests of what reads it.
 #[cfg(test)]
 pub(crate) fn test_channel() -> (TestSender, AnswerEvents) {
-    let (tx, rx) = mpsc::unbounded_channel();
     let backlog = Backlog::new(BufferBudget::new(BacklogLimits {
         per_exchange: usize::MAX,
         total: usize::MAX,
         write_timeout: Duration::from_secs(3600),
     }));
-    let sender = TestSender {
-        tx,
-        backlog: backlog.clone(),
-    };
-    (sender, AnswerEvents::new(rx, backlog))
+    let (tx, events) = channel(backlog);
+    (TestSender { tx }, events)
 }
 
 #[cfg(test)]
 pub(crate) struct TestSender {
-    tx: mpsc::UnboundedSender<AnswerEvent>,
-    backlog: Arc<Backlog>,
+    tx: Sender,
 }
 
 #[cfg(test)]
 impl TestSender {
-    pub(crate) async fn send(
-        &self,
-        event: AnswerEvent,
-    ) -> Result<(), mpsc::error::SendError<AnswerEvent>> {
-        self.backlog.add_over_limit(weight(&event));
+    pub(crate) async fn send(&self, event: AnswerEvent) -> Result<(), AnswerEvent> {
+        self.tx.backlog.add_over_limit(weight(&event));
         self.tx.send(event)
     }
 }
@@ -302,6 +419,86 @@ mod tests {
         assert!(stalled.is_err(), "nothing waited, so nothing stalled");
     }
 
+    fn delta(text: &str) -> AnswerEvent {
+        AnswerEvent::Delta(text.to_owned())
+    }
+
+    fn text(event: Option<AnswerEvent>) -> Option<String> {
+        match event {
+            Some(AnswerEvent::Delta(text)) => Some(text),
+            None => None,
+            Some(other) => panic!("expected a delta, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn events_arrive_in_order_and_the_end_only_after_every_sender_and_event() {
+        let (tx, mut events) = channel(backlog(1000, 1000));
+        let second = tx.clone();
+        tx.send(delta("a")).expect("open");
+        drop(tx);
+        second.send(delta("b")).expect("open");
+        second.send(delta("c")).expect("open");
+        assert_eq!(text(events.recv().await).as_deref(), Some("a"));
+        // One sender is left: no end yet, though nothing waits.
+        assert_eq!(text(events.recv().await).as_deref(), Some("b"));
+        drop(second);
+        assert_eq!(
+            text(events.recv().await).as_deref(),
+            Some("c"),
+            "sent before the end"
+        );
+        assert_eq!(text(events.recv().await), None);
+        assert_eq!(text(events.recv().await), None, "and it stays ended");
+    }
+
+    /// A waker that notes it was woken.
+    #[derive(Default)]
+    struct Flag(AtomicBool);
+
+    impl std::task::Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_waiting_reader_is_woken_by_an_event_and_by_the_last_sender_leaving() {
+        let (tx, mut events) = channel(backlog(1000, 1000));
+        let flag = Arc::new(Flag::default());
+        let waker = std::task::Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(events.poll_recv(&mut cx).is_pending());
+        tx.send(delta("a")).expect("open");
+        assert!(flag.0.swap(false, Ordering::SeqCst), "woken by the event");
+        assert!(matches!(events.poll_recv(&mut cx), Poll::Ready(Some(_))));
+        let second = tx.clone();
+        assert!(events.poll_recv(&mut cx).is_pending());
+        drop(tx);
+        assert!(!flag.0.load(Ordering::SeqCst), "a sender is left");
+        drop(second);
+        assert!(
+            flag.0.load(Ordering::SeqCst),
+            "woken by the last sender leaving"
+        );
+        assert!(matches!(events.poll_recv(&mut cx), Poll::Ready(None)));
+    }
+
+    #[tokio::test]
+    async fn a_reader_leaving_refuses_later_events_and_wakes_whoever_waits_for_it() {
+        let (tx, events) = channel(backlog(1000, 1000));
+        let mut closed = std::pin::pin!(tx.closed());
+        assert!(futures::poll!(closed.as_mut()).is_pending());
+        assert!(!tx.is_closed());
+        drop(events);
+        tokio::time::timeout(Duration::from_secs(5), closed)
+            .await
+            .expect("woken");
+        assert!(tx.is_closed());
+        assert!(matches!(tx.send(delta("late")), Err(AnswerEvent::Delta(t)) if t == "late"));
+        tx.closed().await;
+    }
+
     #[tokio::test]
     async fn dropping_the_reader_gives_the_unread_bytes_back() {
         let budget = BufferBudget::new(BacklogLimits {
@@ -310,8 +507,7 @@ mod tests {
             write_timeout: Duration::from_secs(30),
         });
         let backlog = Backlog::new(budget.clone());
-        let (tx, rx) = mpsc::unbounded_channel();
-        let mut events = AnswerEvents::new(rx, backlog.clone());
+        let (tx, mut events) = channel(backlog.clone());
         for text in ["a", "b"] {
             let event = AnswerEvent::Delta(text.to_owned());
             backlog.add(weight(&event)).expect("room");

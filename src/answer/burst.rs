@@ -3,7 +3,7 @@
 //! hyper's HTTP/1.1 client hands a response body over one chunk at a time: its connection task
 //! decodes a chunk, and decodes the next only once the exchange has taken the first. So even
 //! when the upstream sent a whole answer in one segment, every chunk costs the exchange a wait,
-//! and a delta put in the client's channel at once would wake the client's connection for a
+//! and a delta put in the client's queue at once would wake the client's connection for a
 //! socket write of its own (about 20 writes per answer instead of 2 over HTTP/2).
 //!
 //! An exchange therefore holds the deltas of a burst in a [`Burst`]. After each chunk, the next

@@ -11,8 +11,8 @@ use super::tools::ToolCall;
 
 /// What the client is told, in order: `Meta`, maybe `Queued`, `Delta`s, then `Done` or `Failed`.
 /// The events say nothing of a protocol: each front door writes them in its own wire form.
-/// All but `Delta` and `Queued` are boxed: a channel's slots are sized for the largest variant
-/// (32 slots are allocated per open stream), and most events are deltas.
+/// All but `Delta` and `Queued` are boxed: the client's queue holds each event at the size of
+/// the largest variant, and most events are deltas.
 #[derive(Debug, Clone)]
 pub enum AnswerEvent {
     Meta(Box<Meta>),

@@ -1,6 +1,6 @@
 //! Answers: the checked request ([`request`]), the service that admits it and owns its whole
 //! lifecycle ([`service`]), the exchange that streams the model's answer through the permit pool
-//! ([`exchange`]) into the client's channel (`outbox`, its size kept by [`backlog`]), what it reports ([`events`]) and how it
+//! ([`exchange`]) into the client's queue (`outbox`, the queue and its size in [`backlog`]), what it reports ([`events`]) and how it
 //! can fail ([`error`]); how images in the messages reach the model and its tool ([`images`]).
 
 pub mod backlog;

@@ -1,5 +1,5 @@
-//! The client's side of one exchange: the channel its events go into, and what ends an
-//! exchange early: the client leaving (the channel's receiver is dropped), the client not
+//! The client's side of one exchange: the queue its events go into, and what ends an
+//! exchange early: the client leaving (the queue's reader is dropped), the client not
 //! keeping up (see [`backlog`](super::backlog)), the exchange's time running out, and shutdown.
 
 use std::future::Future;
@@ -7,11 +7,10 @@ use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::backlog::{AnswerEvents, Backlog, BufferBudget, weight};
+use super::backlog::{AnswerEvents, Backlog, BufferBudget, Sender, channel, weight};
 use super::events::AnswerEvent;
 use super::woken::WhenWoken;
 
@@ -29,7 +28,7 @@ pub(super) enum Interrupt {
 /// Cheap to clone: a sender, the backlog's handle and a token.
 #[derive(Clone)]
 pub(super) struct Outbox {
-    tx: mpsc::UnboundedSender<AnswerEvent>,
+    tx: Sender,
     backlog: Arc<Backlog>,
     /// Cancelled when shutdown's grace period is over.
     stop_streams: CancellationToken,
@@ -43,15 +42,15 @@ impl Outbox {
         budget: Arc<BufferBudget>,
         stop_streams: CancellationToken,
     ) -> (Self, AnswerEvents) {
-        let (tx, rx) = mpsc::unbounded_channel();
         let backlog = Backlog::new(budget);
+        let (tx, events) = channel(backlog.clone());
         let outbox = Self {
             tx,
             backlog: backlog.clone(),
             stop_streams,
             deadline: None,
         };
-        (outbox, AnswerEvents::new(rx, backlog))
+        (outbox, events)
     }
 
     /// From now on every wait ends at `deadline`.

@@ -2,7 +2,7 @@
 //! [`EventEncoder`]: `/answer`'s named events here, OpenAI's chunks in `routes::openai`), and a
 //! keep-alive comment after `server.keepalive_ms` without one.
 //!
-//! Every event already waiting in the channel goes out in the same frame, so a burst from the
+//! Every event already waiting in the queue goes out in the same frame, so a burst from the
 //! upstream (many chunks in one read) costs one socket write instead of one per event; events
 //! are never held back to wait for company.
 
@@ -337,8 +337,8 @@ mod tests {
     }
 
     #[test]
-    fn a_channel_slot_stays_small() {
-        // A channel allocates its slots 32 at a time; only `Delta` and `Queued` are inline.
+    fn a_queued_event_stays_small() {
+        // The client's queue holds every event at this size; only `Delta` and `Queued` are inline.
         assert!(std::mem::size_of::<AnswerEvent>() <= 32);
     }
 
