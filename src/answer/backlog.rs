@@ -232,6 +232,11 @@ impl Sender {
         Ok(())
     }
 
+    /// The backlog the events are counted in.
+    pub(super) fn backlog(&self) -> &Backlog {
+        &self.backlog
+    }
+
     /// Whether the client's end is gone.
     pub(super) fn is_closed(&self) -> bool {
         self.backlog.reader_gone.load(Ordering::Acquire)

@@ -25,11 +25,10 @@ pub(super) enum Interrupt {
     Shutdown,
 }
 
-/// Cheap to clone: a sender, the backlog's handle and a token.
+/// Cheap to clone: a sender (which holds the backlog) and a token.
 #[derive(Clone)]
 pub(super) struct Outbox {
     tx: Sender,
-    backlog: Arc<Backlog>,
     /// Cancelled when shutdown's grace period is over.
     stop_streams: CancellationToken,
     /// When the exchange must be over; none while it waits for its first permit.
@@ -42,11 +41,9 @@ impl Outbox {
         budget: Arc<BufferBudget>,
         stop_streams: CancellationToken,
     ) -> (Self, AnswerEvents) {
-        let backlog = Backlog::new(budget);
-        let (tx, events) = channel(backlog.clone());
+        let (tx, events) = channel(Backlog::new(budget));
         let outbox = Self {
             tx,
-            backlog: backlog.clone(),
             stop_streams,
             deadline: None,
         };
@@ -72,7 +69,7 @@ impl Outbox {
             tokio::select! {
                 biased;
                 () = self.tx.closed() => Interrupt::ClientGone,
-                () = self.backlog.stalled() => Interrupt::ClientTooSlow,
+                () = self.tx.backlog().stalled() => Interrupt::ClientTooSlow,
                 () = deadline => Interrupt::OutOfTime,
                 () = self.stop_streams.cancelled() => Interrupt::Shutdown,
             }
@@ -95,11 +92,11 @@ impl Outbox {
             return Err(Interrupt::ClientGone);
         }
         let weight = weight(&event);
-        if self.backlog.add(weight).is_err() {
+        if self.tx.backlog().add(weight).is_err() {
             return Err(Interrupt::ClientTooSlow);
         }
         if self.stop_streams.is_cancelled() {
-            self.backlog.take(weight);
+            self.tx.backlog().take(weight);
             return Err(Interrupt::Shutdown);
         }
         self.send_counted(event, weight)
@@ -110,14 +107,14 @@ impl Outbox {
     pub(super) fn emit_last(&self, event: AnswerEvent) {
         let weight = weight(&event);
         // Counted, though over the limit, so the budget stays exact when it is taken.
-        self.backlog.add_over_limit(weight);
+        self.tx.backlog().add_over_limit(weight);
         let _ = self.send_counted(event, weight);
     }
 
     /// Sends an event whose `weight` is already counted; a client gone gives it back.
     fn send_counted(&self, event: AnswerEvent, weight: usize) -> Result<(), Interrupt> {
         self.tx.send(event).map_err(|_| {
-            self.backlog.take(weight);
+            self.tx.backlog().take(weight);
             Interrupt::ClientGone
         })
     }
@@ -128,7 +125,7 @@ impl Outbox {
         tokio::select! {
             // Checked first: a client that took `done` and then closed was served.
             biased;
-            () = self.backlog.drained() => Ok(()),
+            () = self.tx.backlog().drained() => Ok(()),
             interrupt = interruption => Err(interrupt),
         }
     }
